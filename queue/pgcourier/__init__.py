@@ -1,0 +1,41 @@
+"""pgcourier: Postgres-native messaging. Durable queues and topics on pgmq."""
+
+from .context import Context, Handler
+from .courier import Courier, QueueSettings
+from .errors import (
+    ConfigurationError,
+    DatabaseError,
+    InvalidMessageError,
+    InvalidNameError,
+    MigrationError,
+    NoHandlerError,
+    PayloadTooLargeError,
+    PgCourierError,
+    QueueNotFoundError,
+)
+from .message import Message
+from .migrations import apply_migrations, migrate, migrations_in
+from .settings import Settings
+from .worker import Worker
+
+__all__ = [
+    "ConfigurationError",
+    "Context",
+    "Courier",
+    "DatabaseError",
+    "Handler",
+    "InvalidMessageError",
+    "InvalidNameError",
+    "Message",
+    "MigrationError",
+    "NoHandlerError",
+    "PayloadTooLargeError",
+    "PgCourierError",
+    "QueueNotFoundError",
+    "QueueSettings",
+    "Settings",
+    "Worker",
+    "apply_migrations",
+    "migrate",
+    "migrations_in",
+]

@@ -1,0 +1,279 @@
+"""The Courier: a connection pool plus sending, publishing and queue creation.
+
+Every send takes an optional `conn`: given the caller's connection, the message is
+written in the caller's transaction and exists if and only if that commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from . import queries
+from .errors import DatabaseError, PgCourierError, QueueNotFoundError
+from .message import DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, build_outgoing
+from .naming import check_queue_name, check_topic, check_topic_pattern
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    queue_name: str
+    visibility_timeout_s: float
+    max_attempts: int
+    backoff_base_s: float
+    backoff_max_s: float
+    archive: bool
+    archive_retention_s: float
+
+
+def wrap_driver_error(exc: psycopg.Error, queue: str | None = None) -> PgCourierError:
+    """The boundary where driver errors become pgcourier's."""
+    if queue is not None and isinstance(exc, psycopg.errors.UndefinedTable):
+        return QueueNotFoundError(queue)
+    return DatabaseError(str(exc).strip())
+
+
+class Courier:
+    """Entry point of the bus. Use as `async with Courier(url) as courier:`."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        pool: AsyncConnectionPool | None = None,
+    ) -> None:
+        self.conninfo = conninfo
+        self.max_payload_bytes = max_payload_bytes
+        self._own_pool = pool is None
+        self.pool = pool or AsyncConnectionPool(
+            conninfo,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            open=False,
+            name="pgcourier",
+        )
+
+    async def open(self) -> Courier:
+        if self._own_pool:
+            await self.pool.open(wait=True)
+        return self
+
+    async def close(self) -> None:
+        if self._own_pool:
+            await self.pool.close()
+
+    async def __aenter__(self) -> Courier:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(
+        self, conn: psycopg.AsyncConnection | None = None, *, queue: str | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The caller's connection as is, or a pooled one committed on success."""
+        try:
+            if conn is not None:
+                yield conn
+            else:
+                async with self.pool.connection() as pooled:
+                    yield pooled
+        except psycopg.Error as exc:
+            raise wrap_driver_error(exc, queue) from exc
+
+    # -- queues and topics -------------------------------------------------
+
+    async def queue_create(
+        self,
+        queue: str,
+        *,
+        visibility_timeout: float = 30,
+        max_attempts: int = 5,
+        backoff_base: float = 1,
+        backoff_max: float = 300,
+        archive: bool = False,
+        archive_retention: float = 7 * 24 * 3600,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> None:
+        """Creates the queue, or updates its settings; an existing pgmq queue is adopted."""
+        check_queue_name(queue)
+        async with self.connection(conn, queue=queue) as c:
+            await c.execute(
+                "SELECT pgcourier.queue_create(%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    queue,
+                    visibility_timeout,
+                    max_attempts,
+                    backoff_base,
+                    backoff_max,
+                    archive,
+                    archive_retention,
+                ],
+            )
+
+    async def queue_drop(self, queue: str, *, conn: psycopg.AsyncConnection | None = None) -> bool:
+        check_queue_name(queue)
+        async with self.connection(conn, queue=queue) as c:
+            cur = await c.execute("SELECT pgcourier.queue_drop(%s)", [queue])
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def queue_settings(
+        self, queue: str, *, conn: psycopg.AsyncConnection | None = None
+    ) -> QueueSettings:
+        check_queue_name(queue)
+        async with self.connection(conn, queue=queue) as c:
+            cur = await c.execute(queries.query("queue_get"), {"queue_name": queue})
+            row = await cur.fetchone()
+        if row is None:
+            raise QueueNotFoundError(queue)
+        return QueueSettings(*row)
+
+    async def subscribe(
+        self, pattern: str, queue: str, *, conn: psycopg.AsyncConnection | None = None
+    ) -> None:
+        """Binds a queue to a topic pattern (pgmq topic bindings: `*` one segment, `#` any)."""
+        check_topic_pattern(pattern)
+        check_queue_name(queue)
+        async with self.connection(conn, queue=queue) as c:
+            await self._require_queue(c, queue)
+            await c.execute("SELECT pgmq.bind_topic(%s, %s)", [pattern, queue])
+
+    async def _require_queue(self, conn: psycopg.AsyncConnection, queue: str) -> None:
+        cur = await conn.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [queue])
+        if await cur.fetchone() is None:
+            raise QueueNotFoundError(queue)
+
+    # -- sending -------------------------------------------------------------
+
+    async def send(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        type: str | None = None,
+        delay: float = 0,
+        headers: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        ordering_key: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> int | None:
+        """Sends one message; returns its msg_id, or None when the idempotency key was taken."""
+        outgoing = self._outgoing(
+            payload,
+            type=type,
+            delay=delay,
+            headers=headers,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        ids = await self.send_outgoing(queue, [outgoing], conn=conn)
+        return ids[0] if ids else None
+
+    async def send_batch(
+        self,
+        queue: str,
+        payloads: Sequence[Any],
+        *,
+        type: str | None = None,
+        delay: float = 0,
+        headers: dict[str, Any] | None = None,
+        ordering_key: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> list[int]:
+        """Sends many messages in one statement; returns their msg_ids in order."""
+        batch = [
+            self._outgoing(
+                p,
+                type=type,
+                delay=delay,
+                headers=headers,
+                ordering_key=ordering_key,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
+            for p in payloads
+        ]
+        return await self.send_outgoing(queue, batch, conn=conn)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        type: str | None = None,
+        delay: float = 0,
+        headers: dict[str, Any] | None = None,
+        ordering_key: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> list[str]:
+        """Sends a copy to every queue subscribed to the topic; returns those queues.
+
+        The copies share one message id, so each consumer's inbox sees one message.
+        """
+        check_topic(topic)
+        outgoing = self._outgoing(
+            payload,
+            type=type or topic,
+            delay=delay,
+            headers=headers,
+            ordering_key=ordering_key,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        async with self.connection(conn) as c:
+            cur = await c.execute(queries.query("topic_queues"), {"topic": topic})
+            targets = [row[0] for row in await cur.fetchall()]
+            for queue in targets:
+                await self._insert(c, queue, [outgoing])
+        return targets
+
+    def _outgoing(self, payload: Any, **options: Any) -> Outgoing:
+        return build_outgoing(payload, max_payload_bytes=self.max_payload_bytes, **options)
+
+    async def send_outgoing(
+        self,
+        queue: str,
+        batch: Sequence[Outgoing],
+        *,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> list[int]:
+        check_queue_name(queue)
+        if not batch:
+            return []
+        async with self.connection(conn, queue=queue) as c:
+            return await self._insert(c, queue, batch)
+
+    async def _insert(
+        self, conn: psycopg.AsyncConnection, queue: str, batch: Sequence[Outgoing]
+    ) -> list[int]:
+        try:
+            cur = await conn.execute(
+                queries.queue_query("message_send", queue),
+                {
+                    "now": None,
+                    "messages": [o.payload for o in batch],
+                    "headers": [o.headers for o in batch],
+                    "delays": [o.delay_s for o in batch],
+                },
+            )
+            return [row[0] for row in await cur.fetchall()]
+        except psycopg.Error as exc:
+            raise wrap_driver_error(exc, queue) from exc

@@ -1,0 +1,44 @@
+"""Named SQL queries, loaded from the package's .sql files.
+
+Queries that touch a queue's table carry `{queue}` / `{archive}` placeholders,
+filled with quoted identifiers, never with string formatting of user input.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from psycopg import sql
+
+from .naming import archive_table, queue_table
+
+
+@functools.cache
+def _text(name: str) -> str:
+    return resources.files("pgcourier.sql").joinpath("queries", f"{name}.sql").read_text()
+
+
+@functools.cache
+def query(name: str) -> sql.Composed | sql.SQL:
+    """A query that names no queue table."""
+    return sql.SQL(_text(name))  # type: ignore[arg-type]
+
+
+@functools.cache
+def queue_query(name: str, queue: str) -> sql.Composed:
+    """A query against one queue's pgmq tables."""
+    return sql.SQL(_text(name)).format(  # type: ignore[arg-type]
+        queue=queue_table(queue), archive=archive_table(queue)
+    )
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) for every bus migration, in order."""
+    folder = resources.files("pgcourier.sql").joinpath("migrations")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n.removesuffix(".sql"), folder.joinpath(n).read_text()) for n in names]
+
+
+def bootstrap_sql() -> str:
+    return resources.files("pgcourier.sql").joinpath("schema_migration.sql").read_text()

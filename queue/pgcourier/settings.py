@@ -1,0 +1,59 @@
+"""One typed settings object, read from the environment at the entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _float(env, name, default)
+    if value != int(value):
+        raise ConfigurationError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where the database is and how the bus behaves.
+
+    database_url: PGCOURIER_DATABASE_URL or DATABASE_URL; None means the embedded
+        Postgres in data_dir.
+    """
+
+    database_url: str | None = None
+    data_dir: Path = Path(".pgdata")
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    poll_interval_s: float = 1.0
+    max_payload_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        url = env.get("PGCOURIER_DATABASE_URL") or env.get("DATABASE_URL") or None
+        return cls(
+            database_url=url,
+            data_dir=Path(env.get("PGCOURIER_DATA_DIR") or ".pgdata"),
+            pool_min_size=_int(env, "PGCOURIER_POOL_MIN_SIZE", 1),
+            pool_max_size=_int(env, "PGCOURIER_POOL_MAX_SIZE", 10),
+            poll_interval_s=_float(env, "PGCOURIER_POLL_INTERVAL", 1.0),
+            max_payload_bytes=_int(env, "PGCOURIER_MAX_PAYLOAD_BYTES", 1024 * 1024),
+        )

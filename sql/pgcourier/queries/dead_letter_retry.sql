@@ -1,0 +1,10 @@
+-- Puts dead letters back on their queue as fresh messages (attempts start again).
+WITH revived AS (
+    DELETE FROM pgcourier.dead_letter
+    WHERE queue_name = %(queue_name)s
+      AND (%(dead_letter_ids)s::bigint[] IS NULL OR dead_letter_id = ANY(%(dead_letter_ids)s::bigint[]))
+    RETURNING dead_letter_id, message, headers
+)
+INSERT INTO {queue} (vt, message, headers)
+SELECT clock_timestamp(), message, headers FROM revived ORDER BY dead_letter_id
+RETURNING msg_id

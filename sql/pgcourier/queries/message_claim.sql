@@ -1,0 +1,44 @@
+-- Claims up to %(limit)s ready messages for %(vt_s)s seconds. Messages without an
+-- ordering key are claimed oldest first; of those with a key (pgmq's x-pgmq-group
+-- header), only the oldest of each key, and only while it is ready: a key whose
+-- head is in flight or waiting for a retry is blocked, so one key runs one at a time.
+-- The vt conditions sit on the locked table so that a row claimed by a concurrent
+-- transaction is re-checked, not claimed twice.
+WITH claim_at AS (
+    SELECT coalesce(%(now)s::timestamptz, clock_timestamp()) AS at
+),
+unordered AS (
+    SELECT q.msg_id
+    FROM {queue} q, claim_at
+    WHERE q.vt <= claim_at.at
+      AND (q.headers IS NULL OR NOT q.headers ? 'x-pgmq-group')
+    ORDER BY q.msg_id
+    LIMIT %(limit)s
+    FOR UPDATE OF q SKIP LOCKED
+),
+heads AS (
+    SELECT DISTINCT ON (h.headers ->> 'x-pgmq-group') h.msg_id
+    FROM {queue} h
+    WHERE h.headers ? 'x-pgmq-group'
+    ORDER BY h.headers ->> 'x-pgmq-group', h.msg_id
+),
+ordered AS (
+    SELECT q.msg_id
+    FROM {queue} q JOIN heads USING (msg_id), claim_at
+    WHERE q.vt <= claim_at.at
+    ORDER BY q.msg_id
+    LIMIT %(limit)s
+    FOR UPDATE OF q SKIP LOCKED
+),
+claimed AS (
+    SELECT msg_id FROM (SELECT msg_id FROM unordered UNION ALL SELECT msg_id FROM ordered) c
+    ORDER BY msg_id
+    LIMIT %(limit)s
+)
+UPDATE {queue} m
+SET vt = claim_at.at + make_interval(secs => %(vt_s)s),
+    read_ct = m.read_ct + 1,
+    last_read_at = claim_at.at
+FROM claimed, claim_at
+WHERE m.msg_id = claimed.msg_id
+RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers

@@ -1,0 +1,1 @@
+DELETE FROM {queue} WHERE msg_id = ANY(%(msg_ids)s::bigint[])
