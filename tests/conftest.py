@@ -1,0 +1,79 @@
+"""Every test gets its own clean, migrated, real database.
+
+The server is DATABASE_URL's when set, otherwise an embedded Postgres in
+.pgdata-test. The schema is migrated once per session into a template database,
+and each test gets a fresh clone of it (CREATE DATABASE ... TEMPLATE).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from pgcourier import Courier
+from pgcourier.migrations import migrate_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from pgcourier.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(ROOT / ".pgdata-test")
+    yield server.url
+
+
+def _admin(server_url: str) -> psycopg.Connection:
+    return psycopg.connect(server_url, autocommit=True)
+
+
+def _drop(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> Iterator[str]:
+    import asyncio
+
+    name = f"pgcourier_tpl_{os.getpid()}"
+    with _admin(server_url) as conn:
+        _drop(conn, name)
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(server_url, dbname=name)
+    asyncio.run(migrate_url(url))
+    yield url
+    with _admin(server_url) as conn:
+        _drop(conn, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    name = f"pgcourier_t_{uuid.uuid4().hex[:12]}"
+    template = psycopg.conninfo.conninfo_to_dict(template_url)["dbname"]
+    with _admin(server_url) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(str(template))
+            )
+        )
+    yield make_conninfo(server_url, dbname=name)
+    with _admin(server_url) as conn:
+        _drop(conn, name)
+
+
+@pytest.fixture
+async def courier(database_url: str) -> AsyncIterator[Courier]:
+    async with Courier(database_url, pool_max_size=10) as c:
+        yield c
