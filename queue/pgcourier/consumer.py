@@ -183,7 +183,9 @@ class QueueConsumer:
             try:
                 await self._write_outcomes(done, failed)
             finally:
-                if key_released:
+                # A freed ordering key or a scheduled retry changes what is due next,
+                # and no NOTIFY says so: let the claim loop look again.
+                if key_released or failed:
                     self.wake.set()
 
     async def _write_outcomes(
