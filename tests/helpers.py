@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -29,9 +30,14 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
 async def wait_until(
     condition: Callable[[], Any], *, within: float = 10.0, interval: float = 0.01
 ) -> float:
-    """Waits for condition() to be truthy; returns the seconds it took."""
+    """Waits for condition() (or the awaitable it returns) to be truthy; returns the seconds."""
     start = time.monotonic()
-    while not condition():
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            break
         if time.monotonic() - start > within:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
@@ -43,3 +49,11 @@ async def scalar(courier: Courier, query: str, params: Any = None) -> Any:
         cur = await conn.execute(query, params)
         row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def queue_length(courier: Courier, queue: str) -> int:
+    return await scalar(courier, f"SELECT count(*) FROM pgmq.q_{queue}")
+
+
+async def queue_empty(courier: Courier, queue: str) -> bool:
+    return await queue_length(courier, queue) == 0
