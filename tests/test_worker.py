@@ -357,3 +357,39 @@ async def test_handler_sends_inherit_correlation_and_name_their_cause(courier: C
     assert received[0].correlation_id == "corr-1"
     assert received[0].causation_id == origin
     assert received[0].payload == {"from": 1}
+
+
+async def test_worker_never_runs_more_handlers_than_its_concurrency(courier: Courier) -> None:
+    await courier.queue_create("jobs")
+    await courier.send_batch("jobs", list(range(30)))
+    now_running = 0
+    peak = 0
+    done: list[int] = []
+
+    async def handle(message: Message, ctx: Context) -> None:
+        nonlocal now_running, peak
+        now_running += 1
+        peak = max(peak, now_running)
+        await asyncio.sleep(0.02)
+        now_running -= 1
+        done.append(message.payload)
+
+    worker = Worker(courier, concurrency=3, batch_size=10)
+    worker.handle("jobs", handle)
+    async with running(worker):
+        await wait_until(lambda: len(done) == 30)
+    assert peak == 3
+
+
+async def test_archive_keeps_messages_only_for_its_retention(courier: Courier) -> None:
+    from pgcourier import queries
+
+    await courier.queue_create("jobs", archive=True, archive_retention=3600)
+    async with courier.pool.connection() as conn:
+        await conn.execute("SELECT pgmq.send('jobs', '1')")
+        await conn.execute("SELECT pgmq.archive('jobs', 1::bigint)")
+        prune = queries.queue_query("archive_prune", "jobs")
+        await conn.execute(prune, {"now": None, "retention_s": 3600})
+        assert await (await conn.execute("SELECT count(*) FROM pgmq.a_jobs")).fetchone() == (1,)
+        await conn.execute(prune, {"now": "2999-01-01T00:00:00Z", "retention_s": 3600})
+        assert await (await conn.execute("SELECT count(*) FROM pgmq.a_jobs")).fetchone() == (0,)

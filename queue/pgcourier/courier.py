@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import queries
 from .errors import DatabaseError, PgCourierError, QueueNotFoundError
@@ -61,9 +61,15 @@ class Courier:
             name="pgcourier",
         )
 
-    async def open(self) -> Courier:
+    async def open(self, *, timeout: float = 30.0) -> Courier:
         if self._own_pool:
-            await self.pool.open(wait=True)
+            try:
+                await self.pool.open(wait=True, timeout=timeout)
+            except PoolTimeout as exc:
+                await self.pool.close()
+                raise DatabaseError(
+                    f"could not connect to the database within {timeout}s: {exc}"
+                ) from exc
         return self
 
     async def close(self) -> None:
