@@ -131,6 +131,22 @@ async def test_dead_letter_retry_moves_dead_letters_back_to_the_queue(
     assert (orders.ready, orders.dead) == (2, 0)
 
 
+async def test_dead_letter_retry_succeeds_when_a_newer_message_holds_its_idempotency_key(
+    courier: Courier, admin: Admin, database_url: str
+) -> None:
+    await courier.queue_create("orders")
+    await courier.send("orders", {"n": "new"}, idempotency_key="k-1")
+    dead = add_dead_letter(database_url, "orders", {"n": "old"})
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE pgcourier.dead_letter SET headers = headers || %s WHERE dead_letter_id = %s",
+            [json.dumps({"idempotency_key": "k-1"}), dead],
+        )
+    assert await admin.dead_letter_retry("orders") == 1
+    assert sorted(m.payload["n"] for m in await admin.peek("orders")) == ["new", "old"]
+    assert await admin.dead_letters("orders") == []
+
+
 async def test_queue_purge_deletes_every_message_and_keeps_dead_letters(
     courier: Courier, admin: Admin, database_url: str
 ) -> None:

@@ -103,7 +103,7 @@ class Admin:
         check_queue_name(queue)
         _check_limit(limit)
         async with self.courier.connection(conn, queue=queue) as c:
-            await self.courier._require_queue(c, queue)
+            await self.courier.require_queue(c, queue)
             cur = await c.execute(queries.queue_query("message_peek", queue), {"limit": limit})
             rows = await cur.fetchall()
         return [
@@ -118,7 +118,7 @@ class Admin:
         check_queue_name(queue)
         _check_limit(limit)
         async with self.courier.connection(conn, queue=queue) as c:
-            await self.courier._require_queue(c, queue)
+            await self.courier.require_queue(c, queue)
             cur = await c.execute(
                 queries.query("dead_letter_list"), {"queue_name": queue, "limit": limit}
             )
@@ -143,7 +143,7 @@ class Admin:
         check_queue_name(queue)
         ids = None if dead_letter_ids is None else [int(i) for i in dead_letter_ids]
         async with self.courier.connection(conn, queue=queue) as c:
-            await self.courier._require_queue(c, queue)
+            await self.courier.require_queue(c, queue)
             cur = await c.execute(
                 queries.queue_query("dead_letter_retry", queue),
                 {"queue_name": queue, "dead_letter_ids": ids},
@@ -157,6 +157,6 @@ class Admin:
         """
         check_queue_name(queue)
         async with self.courier.connection(conn, queue=queue) as c:
-            await self.courier._require_queue(c, queue)
+            await self.courier.require_queue(c, queue)
             cur = await c.execute(queries.queue_query("queue_purge", queue))
             return max(cur.rowcount, 0)

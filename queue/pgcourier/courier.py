@@ -151,10 +151,10 @@ class Courier:
         check_topic_pattern(pattern)
         check_queue_name(queue)
         async with self.connection(conn, queue=queue) as c:
-            await self._require_queue(c, queue)
+            await self.require_queue(c, queue)
             await c.execute("SELECT pgmq.bind_topic(%s, %s)", [pattern, queue])
 
-    async def _require_queue(self, conn: psycopg.AsyncConnection, queue: str) -> None:
+    async def require_queue(self, conn: psycopg.AsyncConnection, queue: str) -> None:
         cur = await conn.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [queue])
         if await cur.fetchone() is None:
             raise QueueNotFoundError(queue)

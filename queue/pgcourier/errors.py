@@ -27,7 +27,7 @@ class QueueNotFoundError(PgCourierError, LookupError):
     """The named queue does not exist."""
 
     def __init__(self, queue: str) -> None:
-        super().__init__(f"queue {queue!r} does not exist (create it with queue_create)")
+        super().__init__(f"queue {queue!r} does not exist")
         self.queue = queue
 
 

@@ -20,9 +20,9 @@ def _text(name: str) -> str:
 
 
 @functools.cache
-def query(name: str) -> sql.Composed | sql.SQL:
-    """A query that names no queue table."""
-    return sql.SQL(_text(name))  # type: ignore[arg-type]
+def query(name: str) -> sql.Composed:
+    """A query that names no queue table (braces are escaped as in every query file)."""
+    return sql.SQL(_text(name)).format()  # type: ignore[arg-type]
 
 
 @functools.cache

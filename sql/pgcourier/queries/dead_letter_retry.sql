@@ -1,4 +1,6 @@
 -- Puts dead letters back on their queue as fresh messages (attempts start again).
+-- The idempotency key is dropped: a retry is an operator's decision, and a newer
+-- message holding the same key must not make the retry fail or lose the letter.
 WITH revived AS (
     DELETE FROM pgcourier.dead_letter
     WHERE queue_name = %(queue_name)s
@@ -6,5 +8,5 @@ WITH revived AS (
     RETURNING dead_letter_id, message, headers
 )
 INSERT INTO {queue} (vt, message, headers)
-SELECT clock_timestamp(), message, headers FROM revived ORDER BY dead_letter_id
+SELECT clock_timestamp(), message, headers - 'idempotency_key' FROM revived ORDER BY dead_letter_id
 RETURNING msg_id
