@@ -1,0 +1,1 @@
+"""The shop: users, products, orders and payments, talking only through pgcourier."""

@@ -1,0 +1,1 @@
+"""What every shop service uses: settings, HTTP plumbing, auth, message contracts."""

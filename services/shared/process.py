@@ -1,0 +1,57 @@
+"""A service's processes: `python -m services.<name> http` or `... worker`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+import uvicorn
+from starlette.applications import Starlette
+
+from pgcourier import Courier, PgCourierError, Worker
+
+from .settings import ServiceSettings
+
+AppFactory = Callable[[ServiceSettings], Starlette]
+WorkerSetup = Callable[[Worker, ServiceSettings], None]
+
+
+async def run_worker(settings: ServiceSettings, setup: WorkerSetup) -> None:
+    async with Courier(settings.database_url, pool_max_size=10) as courier:
+        worker = Worker(courier, concurrency=20, batch_size=20)
+        setup(worker, settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        logging.getLogger(settings.service).info("worker started")
+        await worker.run()
+
+
+def main(service: str, app: AppFactory, setup: WorkerSetup | None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
+    parser.add_argument("role", choices=["http", "worker"] if setup else ["http"])
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {service} {args.role} %(levelname)s %(message)s"
+    )
+    try:
+        settings = ServiceSettings.from_env(service)
+        if args.role == "worker":
+            assert setup is not None
+            asyncio.run(run_worker(settings, setup))
+        else:
+            uvicorn.run(
+                app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                timeout_graceful_shutdown=10,
+            )
+    except PgCourierError as exc:
+        print(f"{service}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

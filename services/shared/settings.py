@@ -1,0 +1,64 @@
+"""A service's settings, read once from the environment at its entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pgcourier.errors import ConfigurationError
+
+SERVICES = ("users", "products", "orders", "payments")
+DEFAULT_PORTS = {"users": 8001, "products": 8002, "orders": 8003, "payments": 8004}
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    """database_url: the service's own login role (set by runner.py or compose.yaml)."""
+
+    service: str
+    database_url: str
+    jwt_secret: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token_ttl_s: float = 3600
+    saga_step_timeout_s: float = 10
+    admin_email: str | None = None
+    admin_password: str | None = None
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if env is None else env
+        if service not in SERVICES:
+            raise ConfigurationError(f"unknown service {service!r}")
+        url = env.get("DATABASE_URL")
+        if not url:
+            raise ConfigurationError(f"DATABASE_URL (the {service} role's) is not set")
+        secret = env.get("SHOP_JWT_SECRET")
+        if not secret or len(secret) < 32:
+            raise ConfigurationError("SHOP_JWT_SECRET must be set, at least 32 characters")
+        return cls(
+            service=service,
+            database_url=url,
+            jwt_secret=secret,
+            host=env.get("SHOP_HOST", "127.0.0.1"),
+            port=int(_number(env, "PORT", DEFAULT_PORTS[service])),
+            token_ttl_s=_number(env, "SHOP_TOKEN_TTL", 3600),
+            saga_step_timeout_s=_number(env, "SHOP_SAGA_STEP_TIMEOUT", 10),
+            admin_email=env.get("SHOP_ADMIN_EMAIL") or None,
+            admin_password=env.get("SHOP_ADMIN_PASSWORD") or None,
+        )

@@ -1,0 +1,19 @@
+"""Each service's SQL lives in sql/<service>/: migrations/ and queries/, one query a file."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from psycopg import sql
+
+SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
+
+
+def migrations_dir(component: str) -> Path:
+    return SQL_ROOT / component / "migrations"
+
+
+@functools.cache
+def query(service: str, name: str) -> sql.SQL:
+    return sql.SQL((SQL_ROOT / service / "queries" / f"{name}.sql").read_text())  # type: ignore[arg-type]

@@ -1,0 +1,115 @@
+"""Shop fixtures: a fresh database with every service's schema and roles, per test.
+
+The shop schema is migrated once per session into a template, cloned per test.
+Services run in-process here (apps through ASGI, workers as tasks), each as its
+own database role; tests/shop/e2e runs them as real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgcourier import Courier, Worker
+from services.shared.auth import Principal, token_issue
+from services.shared.database import role_url, shop_migrate
+from services.shared.settings import ServiceSettings
+
+JWT_SECRET = "test-secret-" + "x" * 32
+ADMIN_EMAIL = "admin@shop.test"
+ADMIN_PASSWORD = "admin-password-1"
+
+
+@pytest.fixture(scope="session")
+def shop_template_url(server_url: str) -> Iterator[str]:
+    name = f"pgcourier_shop_tpl_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(server_url, dbname=name)
+    asyncio.run(shop_migrate(url))
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def shop_url(server_url: str, shop_template_url: str) -> Iterator[str]:
+    """Admin conninfo of a fresh, fully migrated shop database."""
+    name = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
+    template = str(conninfo_to_dict(shop_template_url)["dbname"])
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    yield make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def settings_for(shop_url: str) -> Callable[[str], ServiceSettings]:
+    def make(service: str) -> ServiceSettings:
+        return ServiceSettings(
+            service=service,
+            database_url=role_url(shop_url, service),
+            jwt_secret=JWT_SECRET,
+            saga_step_timeout_s=2,
+            admin_email=ADMIN_EMAIL,
+            admin_password=ADMIN_PASSWORD,
+        )
+
+    return make
+
+
+def token_for(user_id: str, role: str = "customer") -> dict[str, str]:
+    """Authorization header for a user, signed like the users service signs."""
+    token = token_issue(Principal(user_id, role), secret=JWT_SECRET, ttl_s=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client for a service app, with its lifespan running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def run_service_worker(
+    settings: ServiceSettings, setup: Callable[[Worker, ServiceSettings], None]
+) -> AsyncIterator[Worker]:
+    """A service's worker as a task, connected as the service's role."""
+    async with Courier(settings.database_url, pool_max_size=5) as courier:
+        worker = Worker(courier, concurrency=20, batch_size=20, poll_interval=0.5)
+        setup(worker, settings)
+        task = asyncio.create_task(worker.run())
+        started = asyncio.ensure_future(worker.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            task.result()
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 30)
