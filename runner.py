@@ -1,8 +1,12 @@
-"""Brings the system up with one command.
+"""Brings the whole system up with one command.
 
-python runner.py          Postgres (embedded unless DATABASE_URL is set), migrations,
-                          then waits for Ctrl-C, printing how to reach everything.
-python runner.py psql     opens psql on the database.
+python runner.py [up] [--replicas N]   Postgres (embedded unless DATABASE_URL is set),
+                                       migrations, the four services (HTTP and
+                                       workers); prints their URLs; Ctrl-C stops all.
+python runner.py demo                  the same, then a scripted scenario through the
+                                       HTTP APIs; exits 0 only if every outcome is right.
+python runner.py migrate               migrations only (compose.yaml runs this).
+python runner.py psql                  psql on the database.
 """
 
 from __future__ import annotations
@@ -11,24 +15,30 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pgcourier.admin import Admin
 from pgcourier.courier import Courier
 from pgcourier.errors import PgCourierError
-from pgcourier.migrations import migrate_url
 from pgcourier.settings import Settings
+from services.demo import DemoFailed, run_demo
+from services.shared.database import shop_migrate
+from services.shared.settings import DEFAULT_PORTS
+from services.supervisor import Supervisor
+from services.topology import process_env, processes
 
 ROOT = Path(__file__).resolve().parent
 
 
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[tuple[str, Path | None]]:
-    """(conninfo, directory holding psql or None): DATABASE_URL's, or an embedded server."""
+    """(admin conninfo, folder holding psql or None): DATABASE_URL's, or an embedded server."""
     if settings.database_url:
         yield settings.database_url, None
         return
@@ -53,49 +63,93 @@ def psql_path(bin_dir: Path | None) -> str:
     return found
 
 
-async def show_queues(url: str) -> None:
+async def print_queues(url: str) -> None:
     async with Courier(url, pool_min_size=1, pool_max_size=1) as courier:
         stats = await Admin(courier).queue_stats()
-    if not stats:
-        print("queues: none yet")
-        return
     print(f"{'queue':<24} {'ready':>7} {'in flight':>9} {'delayed':>7} {'dead':>6}")
     for s in stats:
         print(f"{s.queue:<24} {s.ready:>7} {s.in_flight:>9} {s.delayed:>7} {s.dead:>6}")
 
 
-async def wait_for_ctrl_c() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+def wait_for_ctrl_c(supervisor: Supervisor) -> None:
+    stop = False
 
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
 
-async def up(url: str, bin_dir: Path | None) -> None:
-    applied = await migrate_url(url)
-    print("migrations applied:", ", ".join(applied) if applied else "none (up to date)")
-    print()
-    print(f"database:  {url}")
-    print(f"psql:      python runner.py psql   (or: {psql_path(bin_dir)} '{url}')")
-    print(f"queues:    DATABASE_URL='{url}' {sys.executable} -m pgcourier queues")
-    print()
-    await show_queues(url)
-    print("\nup; press Ctrl-C to stop", flush=True)
-    await wait_for_ctrl_c()
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop:
+        supervisor.check_alive()
+        time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="up", choices=["up", "psql"])
+    parser.add_argument(
+        "command", nargs="?", default="up", choices=["up", "demo", "migrate", "psql"]
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
     args = parser.parse_args(argv)
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    demo = args.command == "demo"
+    jwt_secret = os.environ.get("SHOP_JWT_SECRET") or secrets.token_urlsafe(32)
+    admin_email = os.environ.get("SHOP_ADMIN_EMAIL") or "admin@shop.example"
+    admin_password = os.environ.get("SHOP_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    role_password = os.environ.get("SHOP_DB_PASSWORD") or None
+    timeout_s = float(os.environ.get("SHOP_SAGA_STEP_TIMEOUT") or (3 if demo else 10))
+    supervisor = Supervisor(log_dir=ROOT / ".logs" if demo else None)
     try:
-        settings = Settings.from_env()
-        with database(settings) as (url, bin_dir):
+        with database(Settings.from_env()) as (url, bin_dir):
             if args.command == "psql":
                 return os.spawnv(os.P_WAIT, psql_path(bin_dir), ["psql", url])
-            asyncio.run(up(url, bin_dir))
-    except PgCourierError as exc:
+            applied = asyncio.run(shop_migrate(url, role_password=role_password))
+            print("migrations applied:", ", ".join(applied) if applied else "none (up to date)")
+            if args.command == "migrate":
+                return 0
+            try:
+                for process in processes(replicas=args.replicas):
+                    env = process_env(
+                        process,
+                        url,
+                        jwt_secret=jwt_secret,
+                        saga_step_timeout_s=timeout_s,
+                        admin_email=admin_email,
+                        admin_password=admin_password,
+                        role_password=role_password,
+                    )
+                    supervisor.start(process, env)
+                urls = {s: f"http://127.0.0.1:{p}" for s, p in DEFAULT_PORTS.items()}
+                supervisor.wait_healthy(urls)
+                print(
+                    f"\nup: {len(supervisor.running)} processes "
+                    f"({args.replicas} worker(s) per consuming service)"
+                )
+                for service, service_url in urls.items():
+                    print(f"  {service:<9} {service_url}   ({service_url}/openapi.json)")
+                print(f"  admin     {admin_email} / {admin_password}")
+                print(f"  database  {url}   (python runner.py psql)")
+                print(f"  queues    DATABASE_URL='{url}' {sys.executable} -m pgcourier queues\n")
+                if demo:
+                    ok = run_demo(
+                        urls,
+                        admin_email=admin_email,
+                        admin_password=admin_password,
+                        saga_step_timeout_s=timeout_s,
+                    )
+                    print()
+                    asyncio.run(print_queues(url))
+                    print(f"\ndemo {'passed' if ok else 'FAILED'} (service logs in .logs/)")
+                    return 0 if ok else 1
+                asyncio.run(print_queues(url))
+                print("\npress Ctrl-C to stop", flush=True)
+                wait_for_ctrl_c(supervisor)
+            finally:
+                print("stopping the services", flush=True)
+                supervisor.stop_all()
+    except (PgCourierError, DemoFailed, RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,72 @@
+"""What runs: every service process and the settings it gets.
+
+runner.py starts exactly these processes; compose.yaml describes the same ones for
+Docker (tests/shop/test_compose.py checks that the two agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .shared.database import role_url
+from .shared.settings import DEFAULT_PORTS, SERVICES
+
+# Services that consume messages, and so have worker processes.
+WORKER_SERVICES = ("products", "orders", "payments")
+
+# The settings every service reads (services/shared/settings.py), besides DATABASE_URL.
+SHARED_SETTINGS = ("SHOP_JWT_SECRET", "SHOP_SAGA_STEP_TIMEOUT")
+USERS_SETTINGS = ("SHOP_ADMIN_EMAIL", "SHOP_ADMIN_PASSWORD")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProcess:
+    service: str
+    role: str  # "http" or "worker"
+    replica: int = 1
+
+    @property
+    def name(self) -> str:
+        """As in compose.yaml: one name per service and role."""
+        return f"{self.service}-{self.role}"
+
+    @property
+    def instance(self) -> str:
+        """Unique among running processes: worker replicas are numbered."""
+        return f"{self.name}-{self.replica}" if self.role == "worker" else self.name
+
+    @property
+    def module_args(self) -> list[str]:
+        return ["-m", f"services.{self.service}", self.role]
+
+
+def processes(*, replicas: int = 1) -> list[ServiceProcess]:
+    found = [ServiceProcess(s, "http") for s in SERVICES]
+    found += [
+        ServiceProcess(s, "worker", r) for s in WORKER_SERVICES for r in range(1, replicas + 1)
+    ]
+    return found
+
+
+def process_env(
+    process: ServiceProcess,
+    admin_url: str,
+    *,
+    jwt_secret: str,
+    saga_step_timeout_s: float,
+    admin_email: str,
+    admin_password: str,
+    role_password: str | None = None,
+    ports: dict[str, int] | None = None,
+) -> dict[str, str]:
+    """The environment of one process: its own role's database URL and the shop settings."""
+    env = {
+        "DATABASE_URL": role_url(admin_url, process.service, role_password),
+        "PORT": str((ports or DEFAULT_PORTS)[process.service]),
+        "SHOP_JWT_SECRET": jwt_secret,
+        "SHOP_SAGA_STEP_TIMEOUT": str(saga_step_timeout_s),
+    }
+    if process.service == "users":
+        env["SHOP_ADMIN_EMAIL"] = admin_email
+        env["SHOP_ADMIN_PASSWORD"] = admin_password
+    return env

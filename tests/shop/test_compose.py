@@ -1,0 +1,53 @@
+"""compose.yaml must describe the same processes and settings as runner.py."""
+
+from pathlib import Path
+
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from services.shared.settings import DEFAULT_PORTS
+from services.topology import process_env, processes
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
+
+
+def compose_services() -> dict[str, dict]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_compose_runs_every_runner_process_with_the_same_command() -> None:
+    services = compose_services()
+    expected = {p.name for p in processes()}
+    assert set(services) - {"postgres", "migrate"} == expected
+    for process in processes():
+        assert services[process.name]["command"] == ["python", *process.module_args]
+
+
+def test_compose_gives_each_process_the_settings_runner_gives_it() -> None:
+    services = compose_services()
+    for process in processes():
+        runner_env = process_env(
+            process,
+            "postgresql://admin@db/shop",
+            jwt_secret="s",
+            saga_step_timeout_s=1,
+            admin_email="a@b.c",
+            admin_password="p",
+        )
+        compose_env = services[process.name]["environment"]
+        assert set(runner_env) <= set(compose_env), process.name
+        assert compose_env["PORT"] == str(DEFAULT_PORTS[process.service])
+        # Each service connects as its own role, to the database migrate prepared.
+        url = compose_env["DATABASE_URL"].replace("${SHOP_DB_PASSWORD:-shop}", "pw")
+        assert conninfo_to_dict(url)["user"] == f"{process.service}_svc"
+
+
+def test_compose_waits_for_migrations_and_checks_health() -> None:
+    services = compose_services()
+    assert services["migrate"]["command"] == ["python", "runner.py", "migrate"]
+    assert "healthcheck" in services["postgres"]
+    for process in processes():
+        spec = services[process.name]
+        assert spec["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        if process.role == "http":
+            assert "/health" in " ".join(spec["healthcheck"]["test"])
