@@ -1,0 +1,297 @@
+"""The shop end to end: real service processes, real HTTP, real Postgres.
+
+Each test starts every service process (HTTP and workers, each as its own
+database role) exactly as runner.py does, on free ports, against a fresh database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from services.demo import run_demo
+from services.supervisor import Supervisor
+from services.topology import ServiceProcess, process_env, processes
+from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET
+
+SAGA_STEP_TIMEOUT = 3.0
+pytestmark = pytest.mark.timeout(300)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningShop:
+    admin_url: str
+    urls: dict[str, str]
+    supervisor: Supervisor
+    ports: dict[str, int]
+
+    def env(self, process: ServiceProcess) -> dict[str, str]:
+        return process_env(
+            process,
+            self.admin_url,
+            jwt_secret=JWT_SECRET,
+            saga_step_timeout_s=SAGA_STEP_TIMEOUT,
+            admin_email=ADMIN_EMAIL,
+            admin_password=ADMIN_PASSWORD,
+            ports=self.ports,
+        )
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(timeout=30)
+
+    def login(self, email: str, password: str) -> str:
+        with self.client() as http:
+            r = http.post(
+                f"{self.urls['users']}/users/login", json={"email": email, "password": password}
+            )
+            assert r.status_code == 200, r.text
+            return r.json()["token"]
+
+    def customer(self) -> str:
+        email = f"c-{uuid.uuid4().hex[:10]}@shop.test"
+        with self.client() as http:
+            r = http.post(
+                f"{self.urls['users']}/users/register",
+                json={"email": email, "password": "password-123"},
+            )
+            assert r.status_code == 201, r.text
+        return self.login(email, "password-123")
+
+
+@pytest.fixture
+def shop(shop_url: str, tmp_path) -> Iterator[RunningShop]:
+    ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
+    running = RunningShop(
+        shop_url,
+        {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
+        Supervisor(log_dir=tmp_path / "logs"),
+        ports,
+    )
+    try:
+        for process in processes(replicas=1):
+            running.supervisor.start(process, running.env(process))
+        running.supervisor.wait_healthy(running.urls)
+        yield running
+    finally:
+        running.supervisor.stop_all()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def create_product(shop: RunningShop, admin: str, *, stock: int, price_cents: int = 1000) -> str:
+    with shop.client() as http:
+        r = http.post(
+            f"{shop.urls['products']}/products",
+            headers=auth(admin),
+            json={
+                "name": "Thing",
+                "category": "things",
+                "price_cents": price_cents,
+                "stock": stock,
+            },
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["product_id"]
+
+
+def wait_known_to_orders(shop: RunningShop, product_id: str) -> None:
+    """The orders service learns of products from events; wait until it has."""
+    with psycopg.connect(shop.admin_url) as conn:
+        deadline = time.monotonic() + 20
+        while (
+            conn.execute(
+                "SELECT count(*) FROM orders.product WHERE product_id = %s", [product_id]
+            ).fetchone()[0]
+            == 0
+        ):
+            assert time.monotonic() < deadline, "orders never heard of the product"
+            time.sleep(0.1)
+
+
+def wait_all_final(
+    shop: RunningShop, token: str, order_ids: list[str], within_s: float = 90
+) -> dict[str, dict[str, Any]]:
+    final: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + within_s
+    with shop.client() as http:
+        while len(final) < len(order_ids):
+            for order_id in order_ids:
+                if order_id in final:
+                    continue
+                r = http.get(f"{shop.urls['orders']}/orders/{order_id}", headers=auth(token))
+                assert r.status_code == 200, r.text
+                if r.json()["status"] in ("confirmed", "cancelled"):
+                    final[order_id] = r.json()
+            if len(final) < len(order_ids):
+                assert time.monotonic() < deadline, f"{len(order_ids) - len(final)} unfinished"
+                time.sleep(0.2)
+    return final
+
+
+def test_demo_scenario_every_saga_path_ends_as_expected(shop: RunningShop) -> None:
+    assert run_demo(
+        shop.urls,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
+        saga_step_timeout_s=SAGA_STEP_TIMEOUT,
+    )
+
+
+async def place_many(shop: RunningShop, tokens: list[str], product_id: str, n: int) -> list[str]:
+    async with httpx.AsyncClient(timeout=60) as http:
+
+        async def place(i: int) -> str:
+            r = await http.post(
+                f"{shop.urls['orders']}/orders",
+                headers=auth(tokens[i % len(tokens)]),
+                json={
+                    "lines": [{"product_id": product_id, "quantity": 1}],
+                    "card_token": "tok_visa",
+                },
+            )
+            assert r.status_code == 202, r.text
+            return r.json()["order_id"]
+
+        return list(await asyncio.gather(*(place(i) for i in range(n))))
+
+
+def payments_summary(shop: RunningShop, admin: str) -> dict[str, int]:
+    with shop.client() as http:
+        r = http.get(f"{shop.urls['payments']}/payments/summary", headers=auth(admin))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def test_two_hundred_concurrent_orders_for_ten_units_never_oversell(shop: RunningShop) -> None:
+    admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    product_id = create_product(shop, admin, stock=10, price_cents=1500)
+    wait_known_to_orders(shop, product_id)
+    customers = [shop.customer() for _ in range(4)]
+    order_ids = asyncio.run(place_many(shop, customers, product_id, 200))
+    final = wait_all_final(shop, admin, order_ids)
+    confirmed = [o for o in final.values() if o["status"] == "confirmed"]
+    assert len(confirmed) == 10
+    assert all(
+        "out of stock" in (o["reason"] or "") for o in final.values() if o["status"] == "cancelled"
+    )
+    with shop.client() as http:
+        product = http.get(
+            f"{shop.urls['products']}/products/{product_id}", headers=auth(admin)
+        ).json()
+    assert product["stock"] == 0
+    # Money is conserved: what was captured minus what was refunded is what the
+    # confirmed orders cost.
+    summary = payments_summary(shop, admin)
+    assert summary["captured_cents"] - summary["refunded_cents"] == 10 * 1500
+    assert summary["net_cents"] == sum(o["total_cents"] for o in confirmed)
+
+
+def test_workers_killed_mid_saga_and_restarted_finish_every_saga(shop: RunningShop) -> None:
+    admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    product_id = create_product(shop, admin, stock=1000, price_cents=700)
+    wait_known_to_orders(shop, product_id)
+    customer = shop.customer()
+    order_ids = asyncio.run(place_many(shop, [customer], product_id, 40))
+    # Crash every worker while the sagas are in progress, then bring them back.
+    for name in ("orders-worker-1", "products-worker-1", "payments-worker-1"):
+        shop.supervisor.kill(name)
+    time.sleep(0.5)
+    for process in processes(replicas=1):
+        if process.role == "worker":
+            shop.supervisor.start(process, shop.env(process))
+    final = wait_all_final(shop, customer, order_ids, within_s=120)
+    assert {o["status"] for o in final.values()} == {"confirmed"}
+    with shop.client() as http:
+        product = http.get(
+            f"{shop.urls['products']}/products/{product_id}", headers=auth(admin)
+        ).json()
+    assert product["stock"] == 1000 - 40
+    summary = payments_summary(shop, admin)
+    assert summary["net_cents"] == 40 * 700
+
+
+def test_http_refuses_bad_input_and_other_customers_orders(shop: RunningShop) -> None:
+    admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    product_id = create_product(shop, admin, stock=5)
+    wait_known_to_orders(shop, product_id)
+    alice, bob = shop.customer(), shop.customer()
+    orders = f"{shop.urls['orders']}/orders"
+    with shop.client() as http:
+        assert http.post(orders, json={}).status_code == 401
+        bad_bodies: list[tuple[dict[str, Any], int]] = [
+            ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
+            (
+                {"json": {"lines": [{"product_id": product_id, "quantity": 0}], "card_token": "t"}},
+                422,
+            ),
+            (
+                {
+                    "json": {
+                        "lines": [{"product_id": product_id, "quantity": -1}],
+                        "card_token": "t",
+                    }
+                },
+                422,
+            ),
+            (
+                {
+                    "json": {
+                        "lines": [{"product_id": str(uuid.uuid4()), "quantity": 1}],
+                        "card_token": "t",
+                    }
+                },
+                422,
+            ),
+            (
+                {
+                    "json": {
+                        "lines": [{"product_id": product_id, "quantity": "2"}],
+                        "card_token": "t",
+                    }
+                },
+                422,
+            ),
+            ({"json": {"lines": "all of them", "card_token": "t"}}, 422),
+            (
+                {
+                    "content": b'{"lines": [' + b" " * (10 * 1024 * 1024) + b"]}",
+                    "headers": {"content-type": "application/json"},
+                },
+                413,
+            ),
+        ]
+        for kwargs, status in bad_bodies:
+            headers = {**auth(alice), **kwargs.pop("headers", {})}
+            r = http.post(orders, headers=headers, **kwargs)
+            assert r.status_code == status, (status, r.status_code, r.text[:200])
+            assert "error" in r.json()
+        with psycopg.connect(shop.admin_url) as conn:
+            assert conn.execute("SELECT count(*) FROM orders.order").fetchone() == (0,)
+
+        r = http.post(
+            orders,
+            headers=auth(alice),
+            json={"lines": [{"product_id": product_id, "quantity": 1}], "card_token": "tok_visa"},
+        )
+        assert r.status_code == 202
+        order_id = r.json()["order_id"]
+        assert http.get(f"{orders}/{order_id}", headers=auth(bob)).status_code == 404
+        assert http.get(f"{orders}/{order_id}", headers=auth(alice)).status_code == 200
+        assert http.get(f"{orders}/{order_id}").status_code == 401
