@@ -1,0 +1,1 @@
+"""Payments: charges and refunds orders through a card provider, driven by messages only."""

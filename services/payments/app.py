@@ -1,0 +1,77 @@
+"""The payments HTTP API: read-only, since payments are taken through messages only."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.shared.http import Endpoint, not_found, principal, service_app
+from services.shared.settings import ServiceSettings
+from services.shared.sql import query
+
+
+def _as_json(row: dict[str, Any]) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    return {key: plain(value) for key, value in row.items()}
+
+
+async def order_payments(request: Request) -> Response:
+    try:
+        order_id = uuid.UUID(request.path_params["order_id"])
+    except ValueError:
+        raise not_found("order") from None
+    async with (
+        request.app.state.courier.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(query("payments", "payment_list"), {"order_id": order_id})
+        rows = await cur.fetchall()
+    who = principal(request)
+    # Someone else's order is reported as missing, so order ids cannot be probed.
+    if not who.is_admin:
+        rows = [row for row in rows if row["customer_id"] == who.user_id]
+    if not rows:
+        raise not_found("order")
+    return JSONResponse({"payments": [_as_json(row) for row in rows]})
+
+
+async def summary(request: Request) -> Response:
+    async with request.app.state.courier.pool.connection() as conn:
+        cur = await conn.execute(query("payments", "payment_summary"))
+        row = await cur.fetchone()
+    captured, refunded = (int(row[0]), int(row[1])) if row else (0, 0)
+    return JSONResponse(
+        {"captured_cents": captured, "refunded_cents": refunded, "net_cents": captured - refunded}
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/orders/{order_id}/payments",
+        order_payments,
+        "The payments of one of your orders (any order for an admin); 404 otherwise",
+        access="user",
+    ),
+    Endpoint(
+        "GET",
+        "/payments/summary",
+        summary,
+        "Money captured, refunded and still held, in cents (admins only)",
+        access="admin",
+    ),
+]
+
+
+def create_app(settings: ServiceSettings) -> Starlette:
+    return service_app(settings, ENDPOINTS)
