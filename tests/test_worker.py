@@ -393,3 +393,23 @@ async def test_archive_keeps_messages_only_for_its_retention(courier: Courier) -
         assert await (await conn.execute("SELECT count(*) FROM pgmq.a_jobs")).fetchone() == (1,)
         await conn.execute(prune, {"now": "2999-01-01T00:00:00Z", "retention_s": 3600})
         assert await (await conn.execute("SELECT count(*) FROM pgmq.a_jobs")).fetchone() == (0,)
+
+
+async def test_rejected_message_is_dead_lettered_without_retries(courier: Courier) -> None:
+    from pgcourier import RejectMessage
+
+    await courier.queue_create("jobs", max_attempts=10)
+    attempts: list[int] = []
+
+    async def reject(message: Message, ctx: Context) -> None:
+        attempts.append(message.attempt)
+        raise RejectMessage("order_id is not a UUID")
+
+    worker = Worker(courier)
+    worker.handle("jobs", reject)
+    await courier.send("jobs", {"order_id": "nope"})
+    async with running(worker):
+        await wait_until(lambda: scalar(courier, "SELECT count(*) FROM pgcourier.dead_letter"))
+    assert attempts == [1]
+    errors = await scalar(courier, "SELECT errors FROM pgcourier.dead_letter")
+    assert errors[0]["error"] == "RejectMessage: order_id is not a UUID"

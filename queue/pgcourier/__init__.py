@@ -12,6 +12,7 @@ from .errors import (
     PayloadTooLargeError,
     PgCourierError,
     QueueNotFoundError,
+    RejectMessage,
 )
 from .message import Message
 from .migrations import apply_migrations, migrate, migrations_in
@@ -33,6 +34,7 @@ __all__ = [
     "PgCourierError",
     "QueueNotFoundError",
     "QueueSettings",
+    "RejectMessage",
     "Settings",
     "Worker",
     "apply_migrations",

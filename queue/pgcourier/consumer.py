@@ -20,7 +20,7 @@ import psycopg
 from . import queries
 from .context import Context, Route
 from .courier import QueueSettings
-from .errors import NoHandlerError, PgCourierError
+from .errors import NoHandlerError, PgCourierError, RejectMessage
 from .message import Message
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class QueueConsumer:
             error = json.dumps(
                 {"attempt": message.attempt, "error": f"{type(exc).__name__}: {exc}", "at": now}
             )
-            if message.attempt >= self.settings.max_attempts:
+            if message.attempt >= self.settings.max_attempts or isinstance(exc, RejectMessage):
                 dead_ids.append(message.msg_id)
                 dead_errors.append(error)
             else:

@@ -35,6 +35,11 @@ class NoHandlerError(PgCourierError):
     """A claimed message has no handler registered for its queue and type."""
 
 
+class RejectMessage(PgCourierError):
+    """Raised by a handler for a message that no retry can fix (malformed, say):
+    it goes to the dead letters at once instead of after max_attempts."""
+
+
 class DatabaseError(PgCourierError):
     """The database refused or failed an operation; the driver's error is the __cause__."""
 

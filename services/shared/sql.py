@@ -15,5 +15,7 @@ def migrations_dir(component: str) -> Path:
 
 
 @functools.cache
-def query(service: str, name: str) -> sql.SQL:
-    return sql.SQL((SQL_ROOT / service / "queries" / f"{name}.sql").read_text())  # type: ignore[arg-type]
+def query(service: str, name: str) -> sql.Composed:
+    """Literal braces are doubled in query files, as in pgcourier's own."""
+    text = (SQL_ROOT / service / "queries" / f"{name}.sql").read_text()
+    return sql.SQL(text).format()  # type: ignore[arg-type]
