@@ -1,0 +1,1 @@
+"""The orders service: places orders and runs the order saga (stock, then payment)."""

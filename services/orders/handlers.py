@@ -1,0 +1,81 @@
+"""The orders worker: the local product copy and the saga, all on orders_inbox."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pgcourier import Context, Handler, Message, Worker
+from services.shared import contracts as c
+from services.shared.settings import ServiceSettings
+from services.shared.sql import query
+
+from . import saga
+
+log = logging.getLogger(__name__)
+
+SAGA_MESSAGES = (
+    c.STOCK_RESERVED,
+    c.STOCK_REJECTED,
+    c.PAYMENT_CAPTURED,
+    c.PAYMENT_DECLINED,
+    c.SAGA_TIMEOUT,
+    c.STOCK_RELEASED,
+    c.PAYMENT_REFUNDED,
+)
+
+
+async def on_product(message: Message, ctx: Context) -> None:
+    assert ctx.conn is not None
+    await ctx.conn.execute(query("orders", "product_upsert"), product_row(message))
+
+
+def product_row(message: Message) -> dict[str, Any]:
+    """The payload as a product row; a malformed event fails (and dead-letters)."""
+    p = message.payload
+    if not isinstance(p, dict):
+        raise ValueError("product event payload is not an object")
+    name, price, active = p.get("name"), p.get("price_cents"), p.get("active")
+    if not isinstance(name, str) or not isinstance(active, bool):
+        raise ValueError("product event needs a name string and an active boolean")
+    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+        raise ValueError(f"product event price_cents {price!r} is not a non-negative integer")
+    return {
+        "product_id": str(uuid.UUID(str(p.get("product_id")))),
+        "name": name,
+        "price_cents": price,
+        "active": active,
+        # Sender's clock: orders it against other events of the same product.
+        "updated_at": message.headers.get("sent_at"),
+    }
+
+
+def saga_handler(kind: str, timeout_s: float) -> Handler:
+    async def handle(message: Message, ctx: Context) -> None:
+        assert ctx.conn is not None
+        order_id = saga.order_id_of(message.payload)
+        order = await saga.lock_order(ctx.conn, order_id)
+        if order is None:
+            # Every order is committed before any message about it is sent, so this is
+            # someone else's mistake; retrying would not make the order appear.
+            log.warning("%s for unknown order %s ignored", kind, order_id)
+            return
+        decision = saga.decide(kind, order.status, message.payload)
+        if decision is not None:
+            status = await saga.apply(ctx, order, kind, decision, timeout_s)
+            log.info("order %s: %s (%s -> %s)", order_id, kind, order.status, status)
+
+    return handle
+
+
+def setup(worker: Worker, settings: ServiceSettings) -> None:
+    for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
+        worker.handle(c.ORDERS_INBOX, on_product, type=topic, transactional=True)
+    for kind in SAGA_MESSAGES:
+        worker.handle(
+            c.ORDERS_INBOX,
+            saga_handler(kind, settings.saga_step_timeout_s),
+            type=kind,
+            transactional=True,
+        )

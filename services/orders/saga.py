@@ -1,0 +1,204 @@
+"""The order saga: what each reply or timeout does to an order, given its status.
+
+`decide` is pure, so the whole state machine reads (and is tested) as a table;
+`apply` carries a decision out inside the message handler's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from pgcourier import Context
+from services.shared import contracts as c
+from services.shared.sql import query
+
+PENDING = "pending"
+AWAITING_PAYMENT = "awaiting_payment"
+CONFIRMED = "confirmed"
+CANCELLED = "cancelled"
+
+STEP_STOCK = "stock"
+STEP_PAYMENT = "payment"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    status: str
+    customer_id: str
+    total_cents: int
+    card_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """to_status None: the order stays as it is. sends: message types to send out."""
+
+    detail: str
+    to_status: str | None = None
+    reason: str | None = None
+    sends: tuple[str, ...] = ()
+    timeout: str | None = None  # the saga step whose timeout to start
+
+
+def decide(kind: str, status: str, payload: dict[str, Any]) -> Decision | None:
+    """What message `kind` does to an order in `status`; None: nothing, not even history."""
+    if kind == c.STOCK_RESERVED:
+        if status == PENDING:
+            return Decision(
+                "stock reserved; charging the payment",
+                AWAITING_PAYMENT,
+                sends=(c.PAYMENT_CHARGE,),
+                timeout=STEP_PAYMENT,
+            )
+        if status == CANCELLED:
+            # The order gave up waiting (timeout) before products answered.
+            return Decision(
+                "stock reserved after cancellation; releasing it", sends=(c.STOCK_RELEASE,)
+            )
+    elif kind == c.STOCK_REJECTED:
+        if status == PENDING:
+            return Decision("stock rejected", CANCELLED, reason=f"out of stock: {_reason(payload)}")
+    elif kind == c.PAYMENT_CAPTURED:
+        if status == AWAITING_PAYMENT:
+            payment = payload.get("payment_id")
+            return Decision(
+                f"payment {payment} captured" if payment else "payment captured", CONFIRMED
+            )
+        if status == CANCELLED:
+            return Decision(
+                "payment captured after cancellation; refunding it", sends=(c.PAYMENT_REFUND,)
+            )
+    elif kind == c.PAYMENT_DECLINED:
+        if status == AWAITING_PAYMENT:
+            return Decision(
+                "payment declined; releasing the stock",
+                CANCELLED,
+                reason=f"payment declined: {_reason(payload)}",
+                sends=(c.STOCK_RELEASE,),
+            )
+    elif kind == c.SAGA_TIMEOUT:
+        step = payload.get("step")
+        if step == STEP_STOCK and status == PENDING:
+            # Products may still reserve; the release leaves a tombstone so it won't.
+            return Decision(
+                "timed out waiting for stock; releasing any reservation",
+                CANCELLED,
+                reason="timed out waiting for stock",
+                sends=(c.STOCK_RELEASE,),
+            )
+        if step == STEP_PAYMENT and status == AWAITING_PAYMENT:
+            return Decision(
+                "timed out waiting for payment; releasing the stock and voiding the charge",
+                CANCELLED,
+                reason="timed out waiting for payment",
+                sends=(c.STOCK_RELEASE, c.PAYMENT_REFUND),
+            )
+        # The step finished in time: a timeout that fires later is the normal case.
+        return None
+    elif kind == c.STOCK_RELEASED:
+        return Decision("stock released")
+    elif kind == c.PAYMENT_REFUNDED:
+        amount = payload.get("amount_cents")
+        return Decision(
+            f"payment refunded ({amount} cents)" if amount is not None else "payment refunded"
+        )
+    # A reply the order has moved past (a duplicate, or one that contradicts an
+    # earlier reply): recorded, so the history shows it arrived, and otherwise ignored.
+    return Decision(f"{kind} ignored: order is {status}")
+
+
+def _reason(payload: dict[str, Any]) -> str:
+    reason = payload.get("reason")
+    return reason if isinstance(reason, str) and reason else "no reason given"
+
+
+def order_id_of(payload: Any) -> str:
+    """The payload's order id, canonical; a malformed message fails (and dead-letters)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
+        raise ValueError("payload has no order_id string")
+    try:
+        return str(uuid.UUID(payload["order_id"]))
+    except ValueError:
+        raise ValueError(f"order_id {payload['order_id']!r} is not a uuid") from None
+
+
+async def record_event(
+    conn: psycopg.AsyncConnection, order_id: str, kind: str, status: str, detail: str
+) -> None:
+    await conn.execute(
+        query("orders", "order_event_insert"),
+        {"order_id": order_id, "kind": kind, "status": status, "detail": detail},
+    )
+
+
+async def lock_order(conn: psycopg.AsyncConnection, order_id: str) -> Order | None:
+    cur = await conn.execute(query("orders", "order_lock"), {"order_id": order_id})
+    row = await cur.fetchone()
+    return None if row is None else Order(order_id, *row)
+
+
+async def apply(ctx: Context, order: Order, kind: str, decision: Decision, timeout_s: float) -> str:
+    """Carries out a decision in the handler's transaction; returns the resulting status."""
+    assert ctx.conn is not None, "saga handlers are transactional"
+    status = order.status
+    if decision.to_status is not None:
+        cur = await ctx.conn.execute(
+            query("orders", "order_transition"),
+            {
+                "order_id": order.order_id,
+                "from_status": order.status,
+                "to_status": decision.to_status,
+                "reason": decision.reason,
+            },
+        )
+        # The row is locked, so the guard cannot miss; checked anyway rather than assumed.
+        if await cur.fetchone() is None:
+            raise RuntimeError(f"order {order.order_id} left {order.status} under a lock")
+        status = decision.to_status
+    detail = decision.detail if decision.reason is None else f"{decision.detail}: {decision.reason}"
+    await record_event(ctx.conn, order.order_id, kind, status, detail)
+    for command in decision.sends:
+        queue, payload = _command(order, command)
+        await ctx.send(queue, payload, type=command, ordering_key=order.order_id)
+    if decision.timeout is not None:
+        await schedule_timeout(ctx.send, order.order_id, decision.timeout, timeout_s)
+    return status
+
+
+def _command(order: Order, command: str) -> tuple[str, dict[str, Any]]:
+    if command == c.PAYMENT_CHARGE:
+        return c.PAYMENTS_INBOX, {
+            "order_id": order.order_id,
+            "customer_id": order.customer_id,
+            "amount_cents": order.total_cents,
+            "card_token": order.card_token,
+        }
+    if command == c.PAYMENT_REFUND:
+        return c.PAYMENTS_INBOX, {"order_id": order.order_id}
+    if command == c.STOCK_RELEASE:
+        return c.PRODUCTS_INBOX, {"order_id": order.order_id}
+    raise ValueError(f"unknown command {command!r}")
+
+
+async def schedule_timeout(
+    send: Callable[..., Awaitable[object]], order_id: str, step: str, delay_s: float
+) -> None:
+    """Schedules the step's timeout, to ourselves; `send` is ctx.send or a courier's.
+
+    Deliberately without an ordering key: pgcourier serves a key's messages strictly
+    oldest first, even one still delayed, so a timeout carrying the order's key would
+    hold back every reply for that order until it fired, and every order would time
+    out. The row lock in `lock_order` keeps a timeout and a reply from interleaving.
+    """
+    await send(
+        c.ORDERS_INBOX,
+        {"order_id": order_id, "step": step},
+        type=c.SAGA_TIMEOUT,
+        delay=delay_s,
+    )

@@ -1,0 +1,439 @@
+"""The orders service: its HTTP API and the order saga it runs.
+
+Products and payments are not running: the tests send their replies to orders_inbox
+as they would, and read what orders sends them straight from their queues.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from pgcourier import Courier
+from services.orders import saga
+from services.orders.app import create_app
+from services.orders.handlers import setup
+from services.shared.settings import ServiceSettings
+from tests.helpers import wait_until
+from tests.shop.conftest import run_service_worker, serve_app, token_for
+
+ALICE, BOB = "user-alice", "user-bob"
+PEN = "0b5f0b6e-7c44-4b8f-9a55-2f5d7d1e0a01"
+INK = "0b5f0b6e-7c44-4b8f-9a55-2f5d7d1e0a02"
+OLD = "0b5f0b6e-7c44-4b8f-9a55-2f5d7d1e0a03"  # inactive
+ABSENT = "0b5f0b6e-7c44-4b8f-9a55-2f5d7d1e0aff"  # never announced
+CATALOGUE = [
+    {"product_id": PEN, "name": "Pen", "price_cents": 250, "active": True},
+    {"product_id": INK, "name": "Ink", "price_cents": 1200, "active": True},
+    {"product_id": OLD, "name": "Quill", "price_cents": 900, "active": False},
+]
+SETTLE_S = 10.0
+
+
+@dataclass
+class Shop:
+    client: httpx.AsyncClient
+    bus: Courier
+    url: str
+    settings: ServiceSettings
+
+    async def sql(self, text: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(self.url) as conn:
+            cur = await conn.execute(text, params)
+            return await cur.fetchall()
+
+    async def sent(self, queue: str, type: str, order_id: str) -> list[dict[str, Any]]:
+        """Payloads of the given type for the order waiting in a queue, oldest first."""
+        rows = await self.sql(
+            f"SELECT message, headers FROM pgmq.q_{queue} "
+            "WHERE headers ->> 'type' = %s AND message ->> 'order_id' = %s ORDER BY msg_id",
+            [type, order_id],
+        )
+        for _, headers in rows:
+            assert headers["x-pgmq-group"] == order_id  # one order's messages stay in order
+        return [message for message, _ in rows]
+
+    async def reply(self, type: str, payload: dict[str, Any]) -> None:
+        """A reply as products or payments send it."""
+        await self.bus.send("orders_inbox", payload, type=type, ordering_key=payload["order_id"])
+
+    async def place(self, user: str = ALICE, lines: list[Any] | None = None) -> str:
+        body = {"lines": lines or [{"product_id": PEN, "quantity": 2}], "card_token": "tok_visa"}
+        response = await self.client.post("/orders", json=body, headers=token_for(user))
+        assert response.status_code == 202, response.text
+        return response.json()["order_id"]
+
+    async def order(self, order_id: str, user: str = ALICE) -> dict[str, Any]:
+        response = await self.client.get(f"/orders/{order_id}", headers=token_for(user))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_status(self, order_id: str, status: str) -> dict[str, Any]:
+        async def reached() -> bool:
+            return (await self.order(order_id))["status"] == status
+
+        await wait_until(reached, within=SETTLE_S, interval=0.05)
+        return await self.order(order_id)
+
+    async def wait_sent(self, queue: str, type: str, order_id: str, count: int = 1) -> None:
+        async def arrived() -> bool:
+            return len(await self.sent(queue, type, order_id)) >= count
+
+        await wait_until(arrived, within=SETTLE_S, interval=0.05)
+
+    async def wait_idle(self) -> None:
+        """Until orders_inbox is empty: every reply and every timeout has been handled."""
+
+        async def idle() -> bool:
+            return (await self.sql("SELECT count(*) FROM pgmq.q_orders_inbox"))[0][0] == 0
+
+        await wait_until(idle, within=SETTLE_S, interval=0.05)
+
+
+@pytest.fixture
+async def shop(
+    shop_url: str, settings_for: Callable[[str], ServiceSettings]
+) -> AsyncIterator[Shop]:
+    settings = settings_for("orders")
+    async with (
+        Courier(shop_url, pool_max_size=2) as bus,
+        run_service_worker(settings, setup),
+        serve_app(create_app(settings)) as client,
+    ):
+        shop = Shop(client, bus, shop_url, settings)
+        for product in CATALOGUE:
+            await bus.publish("product.created", product, ordering_key=product["product_id"])
+
+        async def copied() -> bool:
+            rows = await shop.sql("SELECT count(*) FROM orders.product")
+            return rows[0][0] == len(CATALOGUE)
+
+        await wait_until(copied, within=SETTLE_S, interval=0.05)
+        yield shop
+
+
+# -- placing an order ------------------------------------------------------------
+
+
+async def test_placing_an_order_is_pending_and_publishes_order_placed_with_the_lines(
+    shop: Shop,
+) -> None:
+    lines = [{"product_id": PEN, "quantity": 3}, {"product_id": INK, "quantity": 1}]
+    response = await shop.client.post(
+        "/orders", json={"lines": lines, "card_token": "tok_visa"}, headers=token_for(ALICE)
+    )
+    assert response.status_code == 202
+    order_id = response.json()["order_id"]
+    assert response.json() == {"order_id": order_id, "status": "pending"}
+
+    order = await shop.order(order_id)
+    assert order["status"] == "pending" and order["reason"] is None
+    assert order["customer_id"] == ALICE
+    assert order["total_cents"] == 3 * 250 + 1200
+    assert order["lines"] == [
+        {"product_id": PEN, "name": "Pen", "quantity": 3, "unit_price_cents": 250},
+        {"product_id": INK, "name": "Ink", "quantity": 1, "unit_price_cents": 1200},
+    ]
+    assert [(e["kind"], e["status"]) for e in order["history"]] == [("order.placed", "pending")]
+    assert "card_token" not in order
+
+    placed = await shop.sent("products_inbox", "order.placed", order_id)
+    assert placed == [{"order_id": order_id, "customer_id": ALICE, "lines": lines}]
+    # The stock step's timeout is waiting, delayed, in our own queue.
+    delayed = await shop.sql(
+        "SELECT message, vt > now() FROM pgmq.q_orders_inbox WHERE headers ->> 'type' = %s",
+        ["saga.timeout"],
+    )
+    assert delayed == [({"order_id": order_id, "step": "stock"}, True)]
+
+
+async def test_orders_list_holds_only_the_callers_orders_newest_first(shop: Shop) -> None:
+    first = await shop.place(ALICE)
+    await shop.place(BOB)
+    second = await shop.place(ALICE)
+    response = await shop.client.get("/orders", headers=token_for(ALICE))
+    assert response.status_code == 200
+    assert [o["order_id"] for o in response.json()["orders"]] == [second, first]
+    limited = await shop.client.get("/orders?limit=1", headers=token_for(ALICE))
+    assert [o["order_id"] for o in limited.json()["orders"]] == [second]
+    bad = await shop.client.get("/orders?limit=0", headers=token_for(ALICE))
+    assert bad.status_code == 422 and bad.json()["field"] == "limit"
+
+
+async def test_new_orders_use_the_latest_product_event_and_old_orders_keep_their_price(
+    shop: Shop,
+) -> None:
+    before = await shop.place(lines=[{"product_id": PEN, "quantity": 1}])
+    await shop.bus.publish(
+        "product.updated",
+        {"product_id": PEN, "name": "Pen", "price_cents": 300, "active": True},
+        ordering_key=PEN,
+    )
+    # An event sent long ago and delivered late must not roll the price back.
+    stale = {"product_id": PEN, "name": "Pen", "price_cents": 1, "active": True}
+    headers = {"type": "product.updated", "sent_at": "2000-01-01T00:00:00+00:00"}
+    await shop.sql(
+        "SELECT pgmq.send('orders_inbox', %s::jsonb, %s::jsonb)",
+        [json.dumps(stale), json.dumps(headers)],
+    )
+    await shop.wait_idle()
+    after = await shop.place(lines=[{"product_id": PEN, "quantity": 1}])
+    assert (await shop.order(before))["total_cents"] == 250
+    assert (await shop.order(after))["total_cents"] == 300
+
+
+# -- the saga ---------------------------------------------------------------------
+
+
+async def test_stock_reserved_then_payment_captured_confirms_the_order(shop: Shop) -> None:
+    order_id = await shop.place(lines=[{"product_id": INK, "quantity": 2}])
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_status(order_id, "awaiting_payment")
+    await shop.wait_sent("payments_inbox", "payment.charge", order_id)
+    charge = await shop.sent("payments_inbox", "payment.charge", order_id)
+    assert charge == [
+        {"order_id": order_id, "customer_id": ALICE, "amount_cents": 2400, "card_token": "tok_visa"}
+    ]
+
+    await shop.reply(
+        "payment.captured", {"order_id": order_id, "payment_id": "p1", "amount_cents": 2400}
+    )
+    order = await shop.wait_status(order_id, "confirmed")
+    assert order["reason"] is None
+    assert [(e["kind"], e["status"]) for e in order["history"]] == [
+        ("order.placed", "pending"),
+        ("stock.reserved", "awaiting_payment"),
+        ("payment.captured", "confirmed"),
+    ]
+    # Both steps' timeouts fire later and must leave a confirmed order alone.
+    await shop.wait_idle()
+    assert (await shop.order(order_id))["status"] == "confirmed"
+    assert await shop.sent("products_inbox", "stock.release", order_id) == []
+    assert await shop.sent("payments_inbox", "payment.refund", order_id) == []
+
+
+async def test_stock_rejected_cancels_the_order_with_products_reason(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.reply("stock.rejected", {"order_id": order_id, "reason": "Pen: 1 left"})
+    order = await shop.wait_status(order_id, "cancelled")
+    assert order["reason"] == "out of stock: Pen: 1 left"
+    await shop.wait_idle()
+    assert await shop.sent("payments_inbox", "payment.charge", order_id) == []
+    assert await shop.sent("products_inbox", "stock.release", order_id) == []
+
+
+async def test_payment_declined_cancels_the_order_and_releases_the_stock(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_status(order_id, "awaiting_payment")
+    await shop.reply("payment.declined", {"order_id": order_id, "reason": "card expired"})
+    order = await shop.wait_status(order_id, "cancelled")
+    assert order["reason"] == "payment declined: card expired"
+    assert await shop.sent("products_inbox", "stock.release", order_id) == [{"order_id": order_id}]
+    await shop.wait_idle()
+    assert await shop.sent("payments_inbox", "payment.refund", order_id) == []
+
+
+async def test_no_payment_reply_times_out_releases_the_stock_and_refunds(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_status(order_id, "awaiting_payment")
+    order = await shop.wait_status(order_id, "cancelled")
+    assert order["reason"] == "timed out waiting for payment"
+    assert await shop.sent("products_inbox", "stock.release", order_id) == [{"order_id": order_id}]
+    assert await shop.sent("payments_inbox", "payment.refund", order_id) == [{"order_id": order_id}]
+
+
+async def test_no_stock_reply_times_out_and_releases_any_reservation(shop: Shop) -> None:
+    order_id = await shop.place()
+    order = await shop.wait_status(order_id, "cancelled")
+    assert order["reason"] == "timed out waiting for stock"
+    assert await shop.sent("products_inbox", "stock.release", order_id) == [{"order_id": order_id}]
+    assert await shop.sent("payments_inbox", "payment.charge", order_id) == []
+
+
+async def test_a_reservation_arriving_after_the_stock_timeout_is_released(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.wait_status(order_id, "cancelled")
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_sent("products_inbox", "stock.release", order_id, count=2)
+    order = await shop.order(order_id)
+    assert order["status"] == "cancelled"
+    assert order["reason"] == "timed out waiting for stock"
+    assert await shop.sent("payments_inbox", "payment.charge", order_id) == []
+
+
+async def test_a_capture_arriving_after_cancellation_is_refunded(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_status(order_id, "cancelled")  # payment timed out: one refund sent
+    await shop.reply(
+        "payment.captured", {"order_id": order_id, "payment_id": "p1", "amount_cents": 500}
+    )
+    await shop.wait_sent("payments_inbox", "payment.refund", order_id, count=2)
+    order = await shop.order(order_id)
+    assert order["status"] == "cancelled"
+    assert order["history"][-1]["kind"] == "payment.captured"
+
+
+async def test_duplicate_replies_change_nothing(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_status(order_id, "awaiting_payment")
+    captured = {"order_id": order_id, "payment_id": "p1", "amount_cents": 500}
+    await shop.reply("payment.captured", captured)
+    await shop.reply("payment.captured", captured)
+    await shop.reply("stock.rejected", {"order_id": order_id, "reason": "too late"})
+    await shop.reply("payment.declined", {"order_id": order_id, "reason": "too late"})
+    await shop.wait_idle()
+
+    order = await shop.order(order_id)
+    assert order["status"] == "confirmed" and order["reason"] is None
+    changes = [e["kind"] for e in order["history"] if "ignored" not in e["detail"]]
+    assert changes == ["order.placed", "stock.reserved", "payment.captured"]
+    assert len(order["history"]) == 3 + 4  # the four stale replies are on record too
+    assert len(await shop.sent("payments_inbox", "payment.charge", order_id)) == 1
+    assert await shop.sent("payments_inbox", "payment.refund", order_id) == []
+    assert await shop.sent("products_inbox", "stock.release", order_id) == []
+
+
+async def test_release_and_refund_confirmations_are_recorded_in_the_history(shop: Shop) -> None:
+    order_id = await shop.place()
+    await shop.reply("stock.rejected", {"order_id": order_id, "reason": "none left"})
+    await shop.wait_status(order_id, "cancelled")
+    await shop.reply("stock.released", {"order_id": order_id})
+    await shop.reply("payment.refunded", {"order_id": order_id, "amount_cents": 500})
+    await shop.wait_idle()
+    history = (await shop.order(order_id))["history"]
+    assert [(e["kind"], e["status"]) for e in history[-2:]] == [
+        ("stock.released", "cancelled"),
+        ("payment.refunded", "cancelled"),
+    ]
+
+
+async def test_a_reply_for_an_unknown_order_is_acknowledged_not_retried(shop: Shop) -> None:
+    unknown = str(uuid.uuid4())
+    await shop.reply("stock.reserved", {"order_id": unknown})
+
+    async def gone() -> bool:
+        rows = await shop.sql(
+            "SELECT count(*) FROM pgmq.q_orders_inbox WHERE message ->> 'order_id' = %s",
+            [unknown],
+        )
+        return rows == [(0,)]
+
+    await wait_until(gone, within=SETTLE_S, interval=0.05)
+    assert await shop.sent("payments_inbox", "payment.charge", unknown) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("saga.timeout", "awaiting_payment"),  # the stock step's timeout, after the step
+        ("saga.timeout", "confirmed"),
+        ("saga.timeout", "cancelled"),
+    ],
+)
+def test_a_stock_timeout_after_its_step_finished_is_no_event_at_all(kind: str, status: str) -> None:
+    assert saga.decide(kind, status, {"step": "stock"}) is None
+
+
+# -- who may see what -------------------------------------------------------------
+
+
+async def test_another_customers_order_is_not_found_but_an_admin_sees_it(shop: Shop) -> None:
+    order_id = await shop.place(ALICE)
+    response = await shop.client.get(f"/orders/{order_id}", headers=token_for(BOB))
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    admin = await shop.client.get(f"/orders/{order_id}", headers=token_for("root", "admin"))
+    assert admin.status_code == 200 and admin.json()["customer_id"] == ALICE
+    absent = await shop.client.get(f"/orders/{uuid.uuid4()}", headers=token_for(ALICE))
+    assert absent.status_code == 404
+    malformed = await shop.client.get("/orders/not-a-uuid", headers=token_for(ALICE))
+    assert malformed.status_code == 404 and malformed.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/orders"), ("GET", "/orders"), ("GET", f"/orders/{uuid.uuid4()}")],
+)
+async def test_every_orders_route_needs_a_token(shop: Shop, method: str, path: str) -> None:
+    body = {"lines": [{"product_id": PEN, "quantity": 1}], "card_token": "t"}
+    response = await shop.client.request(method, path, json=body if method == "POST" else None)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert await shop.sql('SELECT count(*) FROM orders."order"') == [(0,)]
+
+
+# -- bad input ----------------------------------------------------------------------
+
+
+def _body(lines: Any, card_token: Any = "tok_visa") -> bytes:
+    return json.dumps({"lines": lines, "card_token": card_token}).encode()
+
+
+def _line(product_id: Any = PEN, quantity: Any = 1) -> dict[str, Any]:
+    return {"product_id": product_id, "quantity": quantity}
+
+
+BAD_BODIES = [
+    ("zero quantity", _body([_line(quantity=0)]), 422, "lines[0].quantity"),
+    ("negative quantity", _body([_line(), _line(INK, -2)]), 422, "lines[1].quantity"),
+    ("quantity over 1000", _body([_line(quantity=1001)]), 422, "lines[0].quantity"),
+    ("quantity as a string", _body([_line(quantity="2")]), 422, "lines[0].quantity"),
+    ("quantity as a boolean", _body([_line(quantity=True)]), 422, "lines[0].quantity"),
+    ("unknown product", _body([_line(), _line(ABSENT)]), 422, "lines[1].product_id"),
+    ("inactive product", _body([_line(OLD)]), 422, "lines[0].product_id"),
+    ("product id not a uuid", _body([_line("pen")]), 422, "lines[0].product_id"),
+    ("product id a number", _body([_line(7)]), 422, "lines[0].product_id"),
+    ("repeated product", _body([_line(), _line(PEN.upper())]), 422, "lines[1].product_id"),
+    ("empty lines", _body([]), 422, "lines"),
+    ("51 lines", _body([_line(str(uuid.uuid4())) for _ in range(51)]), 422, "lines"),
+    ("lines not a list", _body({"0": _line()}), 422, "lines"),
+    ("line not an object", _body([PEN]), 422, "lines[0]"),
+    ("line missing quantity", _body([{"product_id": PEN}]), 422, "lines[0].quantity"),
+    ("unknown line field", _body([{**_line(), "price": 1}]), 422, "lines[0].price"),
+    ("card token missing", json.dumps({"lines": [_line()]}).encode(), 422, "card_token"),
+    ("card token empty", _body([_line()], ""), 422, "card_token"),
+    ("card token too long", _body([_line()], "t" * 101), 422, "card_token"),
+    ("card token a number", _body([_line()], 4242), 422, "card_token"),
+    ("body an array", b"[]", 422, "body"),
+    ("malformed JSON", b'{"lines": [', 400, None),
+    ("10 MB body", b'{"x": "' + b"a" * (10 * 1024 * 1024) + b'"}', 413, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [case[1:] for case in BAD_BODIES],
+    ids=[case[0] for case in BAD_BODIES],
+)
+async def test_bad_order_input_is_a_json_4xx_and_writes_nothing(
+    shop: Shop, body: bytes, status: int, field: str | None
+) -> None:
+    headers = {**token_for(ALICE), "content-type": "application/json"}
+    response = await shop.client.post("/orders", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["error"] and error["message"]
+    assert error.get("field") == field
+    assert await shop.sql('SELECT count(*) FROM orders."order"') == [(0,)]
+    assert await shop.sql("SELECT count(*) FROM orders.order_event") == [(0,)]
+    assert await shop.sql("SELECT count(*) FROM pgmq.q_products_inbox") == [(0,)]
+
+
+async def test_an_order_body_that_is_not_json_is_415(shop: Shop) -> None:
+    response = await shop.client.post(
+        "/orders", content=b"lines=1", headers={**token_for(ALICE), "content-type": "text/plain"}
+    )
+    assert response.status_code == 415
+    assert await shop.sql('SELECT count(*) FROM orders."order"') == [(0,)]
