@@ -1,0 +1,1 @@
+"""The products service: catalog, inventory and stock reservations for orders."""

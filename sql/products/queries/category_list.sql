@@ -1,0 +1,3 @@
+SELECT name
+FROM products.category
+ORDER BY name
