@@ -413,3 +413,18 @@ async def test_rejected_message_is_dead_lettered_without_retries(courier: Courie
     assert attempts == [1]
     errors = await scalar(courier, "SELECT errors FROM pgcourier.dead_letter")
     assert errors[0]["error"] == "RejectMessage: order_id is not a UUID"
+
+
+async def test_delayed_keyed_message_does_not_hold_back_its_key(courier: Courier) -> None:
+    await courier.queue_create("jobs")
+    await courier.send("jobs", "timeout", ordering_key="order-1", delay=30)
+    await courier.send("jobs", "reply", ordering_key="order-1")
+    seen: list[str] = []
+
+    async def handle(message: Message, ctx: Context) -> None:
+        seen.append(message.payload)
+
+    worker = Worker(courier, poll_interval=5)
+    worker.handle("jobs", handle)
+    async with running(worker):
+        await wait_until(lambda: seen == ["reply"], within=3)

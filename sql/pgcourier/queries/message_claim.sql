@@ -17,9 +17,12 @@ unordered AS (
     FOR UPDATE OF q SKIP LOCKED
 ),
 heads AS (
+    -- A message sent with a delay and not yet due (never read) does not hold its key;
+    -- one waiting for a retry (read before) does, so a key's order survives failures.
     SELECT DISTINCT ON (h.headers ->> 'x-pgmq-group') h.msg_id
-    FROM {queue} h
+    FROM {queue} h, claim_at
     WHERE h.headers ? 'x-pgmq-group'
+      AND (h.read_ct > 0 OR h.vt <= claim_at.at)
     ORDER BY h.headers ->> 'x-pgmq-group', h.msg_id
 ),
 ordered AS (
