@@ -1,0 +1,1 @@
+"""The users service: accounts, passwords, roles and the tokens every service trusts."""

@@ -1,0 +1,5 @@
+from services.shared.process import main
+
+from .app import create_app
+
+raise SystemExit(main("users", create_app, None))

@@ -1,0 +1,241 @@
+"""The users service's HTTP API: register, log in, who am I, and account admin."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from psycopg.rows import dict_row
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from pgcourier import Courier
+from services.shared.auth import ROLES, Principal, token_issue
+from services.shared.http import (
+    Endpoint,
+    HTTPError,
+    not_found,
+    principal,
+    read_json,
+    service_app,
+)
+from services.shared.settings import ServiceSettings
+from services.shared.sql import query
+from services.shared.validation import Field, Schema
+
+from .passwords import hash_password, looks_hashed, verify_password
+from .permissions import permissions_for
+
+log = logging.getLogger("users")
+
+# Deliberately loose: one @, something dotted after it, no spaces. Whether the
+# address exists is not something a regex can tell.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+_LOGIN_FAILED = "wrong email or password"
+
+REGISTER = Schema(
+    (
+        Field("email", str, max_length=254),
+        Field("password", str, min_length=8, max_length=128),
+    )
+)
+# No length rules at login: a wrong password gets the same 401 whatever its shape.
+LOGIN = Schema((Field("email", str, max_length=254), Field("password", str, max_length=1024)))
+ROLE = Schema((Field("role", str, choices=ROLES),))
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _user(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user_id": str(row["user_id"]),
+        "email": row["email"],
+        "role": row["role"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def _path_user_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["user_id"])
+    except ValueError:
+        raise not_found("user") from None
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise HTTPError(
+            422, "validation_error", f"must be an integer from {low} to {high}", field=name
+        )
+    return int(raw)
+
+
+async def _fetch_one(request: Request, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    async with (
+        request.app.state.courier.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(query("users", name), params)
+        return await cur.fetchone()
+
+
+async def register(request: Request) -> Response:
+    body = await read_json(request, REGISTER)
+    email = normalise_email(body["email"])
+    if not _EMAIL.fullmatch(email):
+        raise HTTPError(422, "validation_error", "must be an email address", field="email")
+    if looks_hashed(body["password"]):
+        raise HTTPError(
+            422, "validation_error", "send the password itself, not a hash", field="password"
+        )
+    params = {"email": email, "password_hash": await hash_password(body["password"])}
+    row = await _fetch_one(request, "account_insert", {**params, "role": "customer"})
+    if row is None:
+        raise HTTPError(409, "conflict", "an account with this email already exists")
+    return JSONResponse(_user(row), status_code=201)
+
+
+async def login(request: Request) -> Response:
+    body = await read_json(request, LOGIN)
+    row = await _fetch_one(request, "account_by_email", {"email": normalise_email(body["email"])})
+    stored = row["password_hash"] if row is not None else None
+    if not await verify_password(stored, body["password"]) or row is None:
+        raise HTTPError(401, "unauthorized", _LOGIN_FAILED)
+    settings: ServiceSettings = request.app.state.settings
+    token = token_issue(
+        Principal(str(row["user_id"]), row["role"]),
+        secret=settings.jwt_secret,
+        ttl_s=settings.token_ttl_s,
+    )
+    return JSONResponse(
+        {"token": token, "token_type": "bearer", "expires_in": int(settings.token_ttl_s)}
+    )
+
+
+async def me(request: Request) -> Response:
+    who = principal(request)
+    try:
+        user_id = uuid.UUID(who.user_id)
+    except ValueError:
+        raise not_found("user") from None
+    row = await _fetch_one(request, "account_get", {"user_id": user_id})
+    if row is None:
+        raise not_found("user")
+    # The stored role, not the token's: it may have changed since the token was issued.
+    return JSONResponse({**_user(row), "permissions": permissions_for(row["role"])})
+
+
+async def user_list(request: Request) -> Response:
+    params = {
+        "limit": _int_param(request, "limit", 100, 1, 500),
+        "offset": _int_param(request, "offset", 0, 0, 10**9),
+    }
+    async with (
+        request.app.state.courier.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(query("users", "account_list"), params)
+        rows = await cur.fetchall()
+    return JSONResponse({"users": [_user(r) for r in rows]})
+
+
+async def user_get(request: Request) -> Response:
+    user_id = _path_user_id(request)
+    who = principal(request)
+    # Someone else's account does not exist, as far as a customer can tell.
+    if not who.is_admin and who.user_id != str(user_id):
+        raise not_found("user")
+    row = await _fetch_one(request, "account_get", {"user_id": user_id})
+    if row is None:
+        raise not_found("user")
+    return JSONResponse(_user(row))
+
+
+async def user_role_set(request: Request) -> Response:
+    user_id = _path_user_id(request)
+    body = await read_json(request, ROLE)
+    async with (
+        request.app.state.courier.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        params = {"user_id": user_id, "role": body["role"]}
+        await cur.execute(query("users", "account_role_update"), params)
+        row = await cur.fetchone()
+        if row is None:
+            await cur.execute(query("users", "account_get"), {"user_id": user_id})
+            if await cur.fetchone() is None:
+                raise not_found("user")
+            raise HTTPError(409, "conflict", "cannot demote the last admin")
+    return JSONResponse(_user(row))
+
+
+async def admin_ensure(courier: Courier, settings: ServiceSettings) -> None:
+    """Creates the configured first admin unless an account with that email exists."""
+    if not settings.admin_email or not settings.admin_password:
+        if settings.admin_email or settings.admin_password:
+            log.warning("set both SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD to create an admin")
+        return
+    email = normalise_email(settings.admin_email)
+    async with courier.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("users", "account_by_email"), {"email": email})
+        found = await cur.fetchone()
+    if found is not None:
+        # An existing account keeps its role and password: promoting one somebody
+        # registered under that email would hand them the admin rights.
+        if found["role"] != "admin":
+            log.warning("configured admin %s exists as a %s; not promoted", email, found["role"])
+        return
+    params = {
+        "email": email,
+        "password_hash": await hash_password(settings.admin_password),
+        "role": "admin",
+    }
+    async with courier.pool.connection() as conn:
+        # ON CONFLICT DO NOTHING: another process starting now may have won the race.
+        await conn.execute(query("users", "account_insert"), params)
+
+
+def create_app(settings: ServiceSettings) -> Starlette:
+    endpoints = [
+        Endpoint(
+            "POST",
+            "/users/register",
+            register,
+            "Create a customer account",
+            access="public",
+            body=REGISTER,
+            success=201,
+        ),
+        Endpoint(
+            "POST",
+            "/users/login",
+            login,
+            "Exchange email and password for a token",
+            access="public",
+            body=LOGIN,
+        ),
+        Endpoint("GET", "/users/me", me, "The caller's account and permissions"),
+        Endpoint("GET", "/users", user_list, "All accounts (limit, offset)", access="admin"),
+        Endpoint("GET", "/users/{user_id}", user_get, "One account (admin, or yourself)"),
+        Endpoint(
+            "PUT",
+            "/users/{user_id}/role",
+            user_role_set,
+            "Change an account's role",
+            access="admin",
+            body=ROLE,
+        ),
+    ]
+
+    async def startup(courier: Courier) -> None:
+        await admin_ensure(courier, settings)
+
+    return service_app(settings, endpoints, on_startup=startup)

@@ -1,0 +1,380 @@
+"""The users service over HTTP, against a real database, as its own role."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import jwt
+import psycopg
+import pytest
+
+from pgcourier import Courier
+from services.shared.auth import Principal, token_issue
+from services.shared.settings import ServiceSettings
+from services.users.app import admin_ensure, create_app
+from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, serve_app, token_for
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def client(
+    settings_for: Callable[[str], ServiceSettings],
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_app(create_app(settings_for("users"))) as c:
+        yield c
+
+
+async def register(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict:
+    response = await client.post("/users/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict:
+    response = await client.post("/users/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def accounts(shop_url: str) -> list[tuple[str, str, str]]:
+    with psycopg.connect(shop_url) as conn:
+        return conn.execute(
+            "SELECT email, password_hash, role FROM users.account ORDER BY email"
+        ).fetchall()
+
+
+async def test_register_login_and_me_return_the_account_with_customer_permissions(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await register(client, "  Alice@Example.COM ")
+    assert created["email"] == "alice@example.com"
+    assert created["role"] == "customer"
+    uuid.UUID(created["user_id"])
+
+    response = await client.post(
+        "/users/login", json={"email": "ALICE@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 3600
+    claims = jwt.decode(body["token"], JWT_SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["role"]) == (created["user_id"], "customer")
+
+    me = await client.get("/users/me", headers={"Authorization": f"Bearer {body['token']}"})
+    assert me.status_code == 200
+    assert me.json()["user_id"] == created["user_id"]
+    assert me.json()["email"] == "alice@example.com"
+    assert me.json()["permissions"] == [
+        "products:read",
+        "orders:place",
+        "orders:read_own",
+        "payments:read_own",
+    ]
+
+
+async def test_registering_an_email_twice_is_409_whatever_its_case(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    await register(client, "bob@example.com")
+    response = await client.post(
+        "/users/register", json={"email": "BOB@example.com ", "password": "another password"}
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict"
+    assert [a[0] for a in accounts(shop_url)] == [ADMIN_EMAIL, "bob@example.com"]
+
+
+async def test_concurrent_registrations_of_one_email_create_one_account(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    responses = await asyncio.gather(
+        *(
+            client.post("/users/register", json={"email": "race@x.io", "password": PASSWORD})
+            for _ in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
+    assert [a[0] for a in accounts(shop_url)].count("race@x.io") == 1
+
+
+async def test_wrong_password_and_unknown_email_get_the_same_401(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "carol@example.com")
+    wrong = await client.post(
+        "/users/login", json={"email": "carol@example.com", "password": "not her password"}
+    )
+    unknown = await client.post(
+        "/users/login", json={"email": "nobody@example.com", "password": PASSWORD}
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert "token" not in wrong.json()
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        "$2b$12$abcdefghijklmnopqrstuuQvA3nZ1Y0y4ZbH2c5tEHcmW4mZ7pQ6a",
+        "$2y$10$abcdefghijklmnopqrstuu",
+        "pbkdf2_sha256$600000$salt$hash",
+        "$scrypt$ln=16,r=8,p=1$c2FsdA$aGFzaA",
+    ],
+)
+async def test_a_pre_hashed_password_is_refused_naming_the_password_field(
+    client: httpx.AsyncClient, shop_url: str, password: str
+) -> None:
+    response = await client.post(
+        "/users/register", json={"email": "dave@example.com", "password": password}
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "password"
+    assert "dave@example.com" not in [a[0] for a in accounts(shop_url)]
+
+
+async def test_a_password_hash_field_is_refused_as_unknown(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/users/register",
+        json={"email": "eve@example.com", "password": PASSWORD, "password_hash": "$argon2id$x"},
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "password_hash"
+
+
+async def test_the_password_is_stored_as_an_argon2_hash_not_as_text(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    await register(client, "frank@example.com")
+    [(_, stored, _)] = [a for a in accounts(shop_url) if a[0] == "frank@example.com"]
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
+
+
+async def test_the_configured_admin_can_list_users_and_a_customer_gets_403(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "grace@example.com")
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    me = (await client.get("/users/me", headers=admin)).json()
+    assert me["role"] == "admin"
+    assert {"users:manage", "orders:read_all", "products:read"} <= set(me["permissions"])
+
+    listed = await client.get("/users", headers=admin)
+    assert listed.status_code == 200
+    assert {u["email"] for u in listed.json()["users"]} == {ADMIN_EMAIL, "grace@example.com"}
+    assert all("password_hash" not in u for u in listed.json()["users"])
+    page = await client.get("/users", params={"limit": 1, "offset": 1}, headers=admin)
+    assert [u["email"] for u in page.json()["users"]] == ["grace@example.com"]
+
+    customer = await login(client, "grace@example.com")
+    assert (await client.get("/users", headers=customer)).status_code == 403
+    role = await client.put(
+        f"/users/{me['user_id']}/role", json={"role": "customer"}, headers=customer
+    )
+    assert role.status_code == 403
+
+
+async def test_a_bad_page_size_is_422_naming_the_parameter(client: httpx.AsyncClient) -> None:
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    response = await client.get("/users", params={"limit": "0"}, headers=admin)
+    assert response.status_code == 422
+    assert response.json()["field"] == "limit"
+
+
+async def test_a_customer_sees_themself_but_another_user_is_404(
+    client: httpx.AsyncClient,
+) -> None:
+    heidi = await register(client, "heidi@example.com")
+    ivan = await register(client, "ivan@example.com")
+    as_heidi = await login(client, "heidi@example.com")
+    own = await client.get(f"/users/{heidi['user_id']}", headers=as_heidi)
+    assert own.status_code == 200
+    assert own.json()["email"] == "heidi@example.com"
+    other = await client.get(f"/users/{ivan['user_id']}", headers=as_heidi)
+    missing = await client.get(f"/users/{uuid.uuid4()}", headers=as_heidi)
+    assert other.status_code == missing.status_code == 404
+    assert other.json() == missing.json()
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert (await client.get(f"/users/{ivan['user_id']}", headers=admin)).status_code == 200
+
+
+async def test_a_user_id_that_is_not_a_uuid_is_404_not_500(client: httpx.AsyncClient) -> None:
+    admin = token_for(str(uuid.uuid4()), "admin")
+    assert (await client.get("/users/not-a-uuid", headers=admin)).status_code == 404
+    response = await client.put("/users/42/role", json={"role": "admin"}, headers=admin)
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/users/me"),
+        ("GET", "/users"),
+        ("GET", f"/users/{uuid.uuid4()}"),
+        ("PUT", f"/users/{uuid.uuid4()}/role"),
+    ],
+)
+async def test_requests_without_a_token_get_401(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json={"role": "admin"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+
+async def test_expired_and_forged_tokens_get_401(client: httpx.AsyncClient) -> None:
+    user = await register(client, "judy@example.com")
+    who = Principal(user["user_id"], "admin")
+    expired = token_issue(who, secret=JWT_SECRET, ttl_s=-60)
+    forged = token_issue(who, secret="not-the-secret-" + "y" * 32, ttl_s=600)
+    none_alg = jwt.encode({"sub": user["user_id"], "role": "admin", "exp": 2**31}, None, "none")
+    for token in (expired, forged, none_alg, "garbage"):
+        response = await client.get("/users", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, token
+
+
+async def test_malformed_json_is_400_and_wrong_types_are_422_naming_the_field(
+    client: httpx.AsyncClient,
+) -> None:
+    broken = await client.post(
+        "/users/register", content=b'{"email": ', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 400
+    assert broken.json()["error"] == "malformed_json"
+    for body, field in [
+        ({"email": 7, "password": PASSWORD}, "email"),
+        ({"email": "kim@example.com", "password": 12345678}, "password"),
+        ({"email": "kim@example.com", "password": "short"}, "password"),
+        ({"email": "kim@example.com"}, "password"),
+        ({"email": "not-an-email", "password": PASSWORD}, "email"),
+        ({"email": "kim@localhost", "password": PASSWORD}, "email"),
+        ({"email": "k im@example.com", "password": PASSWORD}, "email"),
+    ]:
+        response = await client.post("/users/register", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["field"] == field, body
+    login_types = await client.post("/users/login", json={"email": ["x"], "password": PASSWORD})
+    assert login_types.status_code == 422
+    assert login_types.json()["field"] == "email"
+
+
+async def test_an_admin_promotes_a_customer_and_me_shows_the_new_role(
+    client: httpx.AsyncClient,
+) -> None:
+    leo = await register(client, "leo@example.com")
+    as_leo = await login(client, "leo@example.com")
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    bad = await client.put(f"/users/{leo['user_id']}/role", json={"role": "root"}, headers=admin)
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "role"
+
+    promoted = await client.put(
+        f"/users/{leo['user_id']}/role", json={"role": "admin"}, headers=admin
+    )
+    assert promoted.status_code == 200
+    assert promoted.json()["role"] == "admin"
+    me = (await client.get("/users/me", headers=as_leo)).json()
+    assert me["role"] == "admin"
+    assert "users:manage" in me["permissions"]
+    fresh = await login(client, "leo@example.com")
+    assert (await client.get("/users", headers=fresh)).status_code == 200
+
+    unknown = await client.put(f"/users/{uuid.uuid4()}/role", json={"role": "admin"}, headers=admin)
+    assert unknown.status_code == 404
+
+
+async def test_the_last_admin_cannot_be_demoted(client: httpx.AsyncClient) -> None:
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin_id = (await client.get("/users/me", headers=admin)).json()["user_id"]
+    alone = await client.put(f"/users/{admin_id}/role", json={"role": "customer"}, headers=admin)
+    assert alone.status_code == 409
+    assert (await client.get("/users", headers=admin)).status_code == 200
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    first = (await client.get("/users/me", headers=admin)).json()["user_id"]
+    second = (await register(client, "mia@example.com"))["user_id"]
+    promoted = await client.put(f"/users/{second}/role", json={"role": "admin"}, headers=admin)
+    assert promoted.status_code == 200
+
+    def demote(user_id: str) -> asyncio.Task[httpx.Response]:
+        path = f"/users/{user_id}/role"
+        return asyncio.create_task(client.put(path, json={"role": "customer"}, headers=admin))
+
+    # Force the interleaving that breaks a check-then-update: the first demotion
+    # starts (and is held up) before the second one runs and commits.
+    async with await psycopg.AsyncConnection.connect(shop_url) as holder:
+        await holder.execute("SELECT 1 FROM users.account WHERE user_id = %s FOR UPDATE", [first])
+        demote_first = demote(first)
+        await until_blocked(shop_url, 1)
+        demote_second = demote(second)
+        await asyncio.wait({demote_second}, timeout=1)
+        await holder.rollback()
+    results = [await demote_first, await demote_second]
+    assert sorted(r.status_code for r in results) == [200, 409]
+    assert [a[2] for a in accounts(shop_url)].count("admin") == 1
+
+
+async def until_blocked(shop_url: str, sessions: int, timeout: float = 10) -> None:
+    """Waits until that many users_svc sessions wait for a lock."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with await psycopg.AsyncConnection.connect(shop_url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND usename = 'users_svc'"
+                " AND wait_event_type = 'Lock'"
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= sessions:
+                return
+            assert asyncio.get_running_loop().time() < deadline, "no session got blocked"
+            await asyncio.sleep(0.02)
+
+
+async def test_the_configured_admin_is_created_once_and_kept_across_restarts(
+    settings_for: Callable[[str], ServiceSettings], shop_url: str
+) -> None:
+    settings = settings_for("users")
+    async with serve_app(create_app(settings)) as first:
+        original = accounts(shop_url)
+        assert [(a[0], a[2]) for a in original] == [(ADMIN_EMAIL, "admin")]
+        await login(first, ADMIN_EMAIL, ADMIN_PASSWORD)
+    async with (
+        serve_app(create_app(settings)) as second,
+        serve_app(create_app(settings)),
+    ):
+        # A restart neither duplicates the admin nor re-hashes (resets) its password.
+        assert accounts(shop_url) == original
+        await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+async def test_concurrent_first_starts_race_to_one_admin(
+    settings_for: Callable[[str], ServiceSettings], shop_url: str
+) -> None:
+    settings = settings_for("users")
+    async with Courier(settings.database_url) as courier:
+        await asyncio.gather(*(admin_ensure(courier, settings) for _ in range(4)))
+    assert [(a[0], a[2]) for a in accounts(shop_url)] == [(ADMIN_EMAIL, "admin")]
+
+
+async def test_without_configured_admin_no_account_is_created(
+    settings_for: Callable[[str], ServiceSettings], shop_url: str
+) -> None:
+    settings = settings_for("users")
+    bare = ServiceSettings(
+        service="users", database_url=settings.database_url, jwt_secret=settings.jwt_secret
+    )
+    async with serve_app(create_app(bare)) as c:
+        assert (await c.get("/health")).status_code == 200
+    assert accounts(shop_url) == []
