@@ -7,6 +7,7 @@ stopped when the last one exits.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from .errors import ConfigurationError
@@ -15,7 +16,10 @@ from .errors import ConfigurationError
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         try:
-            import pgserver
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (as for root), harmlessly.
+                warnings.simplefilter("ignore")
+                import pgserver
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigurationError(
                 "no DATABASE_URL is set and the embedded Postgres is not installed "
@@ -24,7 +28,9 @@ class EmbeddedPostgres:
         data_dir = data_dir.resolve()
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
 
     @property
     def url(self) -> str:
