@@ -60,7 +60,6 @@ class QueueConsumer:
         self._q_retry = queries.queue_query("message_retry", self.queue)
         self._q_dead = queries.queue_query("message_dead_letter", self.queue)
         self._q_extend = queries.queue_query("message_extend", self.queue)
-        self._q_next_due = queries.queue_query("message_next_due", self.queue)
 
     # -- claiming ------------------------------------------------------------
 
@@ -73,7 +72,7 @@ class QueueConsumer:
                 continue
             self.wake.clear()
             try:
-                messages = await self._claim(wanted)
+                messages, next_due_s = await self._claim(wanted)
             except (psycopg.Error, PgCourierError) as exc:
                 worker.release_slots(wanted)
                 log.warning("claiming from %s failed: %s", self.queue, exc)
@@ -84,12 +83,10 @@ class QueueConsumer:
                 self._start(message)
             if len(messages) == wanted:
                 continue
-            timeout = worker.poll_interval
-            if not messages:
-                due = await self._seconds_to_next_due()
-                if due is not None:
-                    timeout = min(timeout, max(due, 0.001))
-            await self._sleep_until_woken(timeout)
+            wait_s = worker.poll_interval
+            if next_due_s is not None:
+                wait_s = min(wait_s, max(next_due_s, 0.001))
+            await self._sleep_until_woken(wait_s)
 
     async def _sleep_until_woken(self, wait_s: float) -> None:
         if self.worker.stopping:
@@ -97,26 +94,21 @@ class QueueConsumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), wait_s)
 
-    async def _claim(self, limit: int) -> list[Message]:
+    async def _claim(self, limit: int) -> tuple[list[Message], float | None]:
+        """The claimed messages, and when nothing was claimed, seconds until the next is due."""
         async with self.worker.courier.pool.connection() as conn:
             cur = await conn.execute(
                 self._q_claim,
                 {"now": None, "limit": limit, "vt_s": self.settings.visibility_timeout_s},
             )
             rows = await cur.fetchall()
-        return [
+        if len(rows) == 1 and rows[0][0] is None:
+            return [], rows[0][5]
+        messages = [
             Message(self.queue, msg_id, read_ct, enqueued_at, payload, headers or {})
-            for msg_id, read_ct, enqueued_at, payload, headers in rows
+            for msg_id, read_ct, enqueued_at, payload, headers, _ in rows
         ]
-
-    async def _seconds_to_next_due(self) -> float | None:
-        try:
-            async with self.worker.courier.pool.connection() as conn:
-                cur = await conn.execute(self._q_next_due, {"now": None})
-                row = await cur.fetchone()
-        except psycopg.Error:
-            return None
-        return row[0] if row else None
+        return messages, None
 
     # -- handling ------------------------------------------------------------
 

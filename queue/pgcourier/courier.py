@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import queries
 from .errors import DatabaseError, PgCourierError, QueueNotFoundError
-from .message import DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, build_outgoing
+from .message import DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, build_outgoing, build_outgoing_batch
 from .naming import check_queue_name, check_topic, check_topic_pattern
 
 
@@ -203,18 +203,16 @@ class Courier:
         conn: psycopg.AsyncConnection | None = None,
     ) -> list[int]:
         """Sends many messages in one statement; returns their msg_ids in order."""
-        batch = [
-            self._outgoing(
-                p,
-                type=type,
-                delay=delay,
-                headers=headers,
-                ordering_key=ordering_key,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-            )
-            for p in payloads
-        ]
+        batch = build_outgoing_batch(
+            payloads,
+            type=type,
+            delay=delay,
+            headers=headers,
+            ordering_key=ordering_key,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            max_payload_bytes=self.max_payload_bytes,
+        )
         return await self.send_outgoing(queue, batch, conn=conn)
 
     async def publish(

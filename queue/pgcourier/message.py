@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,8 +56,13 @@ def check_delay(delay: float) -> float:
     return float(delay)
 
 
-def build_outgoing(
-    payload: Any,
+def build_outgoing(payload: Any, **options: Any) -> Outgoing:
+    """Validates and encodes one message; raises before anything is written."""
+    return build_outgoing_batch([payload], **options)[0]
+
+
+def build_outgoing_batch(
+    payloads: Sequence[Any],
     *,
     type: str | None = None,
     delay: float = 0,
@@ -66,10 +72,13 @@ def build_outgoing(
     correlation_id: str | None = None,
     causation_id: str | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-) -> Outgoing:
-    """Validates and encodes one message; raises before anything is written."""
+) -> list[Outgoing]:
+    """Validates and encodes messages sharing their options; raises before anything is written.
+
+    The options are checked once and the envelope's common part built once, so a
+    batch costs one payload encoding, one id and one header encoding per message.
+    """
     delay_s = check_delay(delay)
-    body = encode_payload(payload, max_bytes=max_payload_bytes)
     extra = dict(headers or {})
     clash = _RESERVED.intersection(extra)
     if clash:
@@ -83,26 +92,26 @@ def build_outgoing(
     ):
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidMessageError(f"{name} must be a non-empty string, not {value!r}")
-    message_id = str(uuid.uuid4())
-    envelope: dict[str, Any] = {
-        **extra,
-        MESSAGE_ID: message_id,
-        SENT_AT: datetime.now(UTC).isoformat(),
-        CORRELATION_ID: correlation_id or message_id,
-    }
+    common: dict[str, Any] = {**extra, SENT_AT: datetime.now(UTC).isoformat()}
     if type is not None:
-        envelope[TYPE] = type
+        common[TYPE] = type
     if causation_id is not None:
-        envelope[CAUSATION_ID] = causation_id
+        common[CAUSATION_ID] = causation_id
     if idempotency_key is not None:
-        envelope[IDEMPOTENCY_KEY] = idempotency_key
+        common[IDEMPOTENCY_KEY] = idempotency_key
     if ordering_key is not None:
-        envelope[ORDERING_KEY] = ordering_key
-    try:
-        header_text = json.dumps(envelope, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessageError(f"headers are not JSON-serialisable: {exc}") from None
-    return Outgoing(body, header_text, delay_s, message_id)
+        common[ORDERING_KEY] = ordering_key
+    batch = []
+    for payload in payloads:
+        body = encode_payload(payload, max_bytes=max_payload_bytes)
+        message_id = str(uuid.uuid4())
+        envelope = {**common, MESSAGE_ID: message_id, CORRELATION_ID: correlation_id or message_id}
+        try:
+            header_text = json.dumps(envelope, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessageError(f"headers are not JSON-serialisable: {exc}") from None
+        batch.append(Outgoing(body, header_text, delay_s, message_id))
+    return batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,11 +37,22 @@ claimed AS (
     SELECT msg_id FROM (SELECT msg_id FROM unordered UNION ALL SELECT msg_id FROM ordered) c
     ORDER BY msg_id
     LIMIT %(limit)s
+),
+updated AS (
+    UPDATE {queue} m
+    SET vt = claim_at.at + make_interval(secs => %(vt_s)s),
+        read_ct = m.read_ct + 1,
+        last_read_at = claim_at.at
+    FROM claimed, claim_at
+    WHERE m.msg_id = claimed.msg_id
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers
 )
-UPDATE {queue} m
-SET vt = claim_at.at + make_interval(secs => %(vt_s)s),
-    read_ct = m.read_ct + 1,
-    last_read_at = claim_at.at
-FROM claimed, claim_at
-WHERE m.msg_id = claimed.msg_id
-RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers
+SELECT msg_id, read_ct, enqueued_at, message, headers, NULL::float8 AS next_due_s
+FROM updated
+UNION ALL
+-- When nothing was claimed, one row saying how many seconds until something is
+-- due (a delay, a backoff, a lease): the worker sleeps until then, in the same
+-- round trip. NULL when the queue is empty.
+SELECT NULL, NULL, NULL, NULL, NULL, extract(epoch FROM min(q.vt) - min(claim_at.at))::float8
+FROM {queue} q, claim_at
+HAVING NOT EXISTS (SELECT 1 FROM updated)
