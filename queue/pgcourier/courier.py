@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import queries
@@ -38,6 +40,11 @@ def wrap_driver_error(exc: psycopg.Error, queue: str | None = None) -> PgCourier
     return DatabaseError(str(exc).strip())
 
 
+async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
+    # Claimed batches decode two jsonb values per message: orjson does it ~3x faster.
+    set_json_loads(orjson.loads, conn)
+
+
 class Courier:
     """Entry point of the bus. Use as `async with Courier(url) as courier:`."""
 
@@ -58,6 +65,7 @@ class Courier:
             min_size=pool_min_size,
             max_size=pool_max_size,
             open=False,
+            configure=_configure_connection,
             name="pgcourier",
         )
 
