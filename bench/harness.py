@@ -1,0 +1,338 @@
+"""What every benchmark shares: the bench database, consumer processes, results.
+
+A *system* is one way of moving messages (pgcourier, the raw pgmq client, PGQueuer,
+Procrastinate, RabbitMQ): a consumer function run in spawned processes, a producer
+class run in the benchmark's process, and how to prepare, empty and inspect its
+queue. Each lives in its own `<name>_system.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / ".pgdata-bench"
+BENCH_DB = "pgcourier_bench"
+BATCH = 100
+VT_S = 30
+POLL_S = 0.010  # client-side sleep of polling consumers when they find nothing
+LATENCY_WARMUP = 20  # first messages of a latency run left out of the percentiles
+
+START = time.monotonic()
+
+
+def log(text: str) -> None:
+    print(f"[{time.monotonic() - START:6.1f}s] {text}", flush=True)
+
+
+# -- payloads ------------------------------------------------------------------
+
+
+def order_payload(i: int) -> dict[str, Any]:
+    """About 100 bytes of JSON."""
+    return {
+        "order_id": i,
+        "customer": f"cust-{i % 99991:05d}",
+        "amount_cents": 1999 + i % 5000,
+        "currency": "EUR",
+        "note": "gift wrap",
+    }
+
+
+def timed_payload(i: int) -> dict[str, Any]:
+    """About 100 bytes of JSON, stamped with the send time (CLOCK_MONOTONIC, system-wide)."""
+    return {
+        "t": time.monotonic(),
+        "seq": i,
+        "customer": f"cust-{i % 99991:05d}",
+        "note": "standard shipping, gift wrap, x",
+    }
+
+
+def json_size(payload: dict[str, Any]) -> int:
+    import json
+
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def batches_of(payloads: Sequence[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [list(payloads[i : i + size]) for i in range(0, len(payloads), size)]
+
+
+# -- consumer processes (spawned; module-level so they can be pickled) ----------------
+
+
+@dataclass
+class Link:
+    """What a consumer process shares with this one (picklable for spawn)."""
+
+    target: Target
+    counts: Any  # messages handled, one slot per process
+    ready: Any  # 1 once connected, one slot per process
+    running: Any  # 1 once consuming, one slot per process
+    go: Any
+    stop: Any
+    results: Any  # each process puts (idx, latencies) when it stops
+    record_latency: bool
+
+
+class Consumers:
+    """N consumer processes, started and connected before anything is timed."""
+
+    def __init__(self, system: System, n: int, *, record_latency: bool = False) -> None:
+        ctx = mp.get_context("spawn")
+        self.n = n
+        self.link = Link(
+            target=system.target,
+            counts=ctx.Array("q", n, lock=False),
+            ready=ctx.Array("b", n, lock=False),
+            running=ctx.Array("b", n, lock=False),
+            go=ctx.Event(),
+            stop=ctx.Event(),
+            results=ctx.Queue(),
+            record_latency=record_latency,
+        )
+        self.latencies: list[float] = []
+        self.procs = [
+            ctx.Process(
+                target=system.consumer,
+                args=(self.link, i),
+                name=f"{system.name}-consumer-{i}",
+                daemon=True,
+            )
+            for i in range(n)
+        ]
+
+    def __enter__(self) -> Consumers:
+        for p in self.procs:
+            p.start()
+        self._wait(lambda: all(self.link.ready), 60, "consumers to connect")
+        return self
+
+    def start(self) -> None:
+        self.link.go.set()
+
+    def wait_running(self) -> None:
+        self._wait(lambda: all(self.link.running), 30, "consumers to start")
+
+    def handled(self) -> int:
+        return sum(self.link.counts)
+
+    def wait_handled(self, total: int, timeout: float) -> None:
+        self._wait(lambda: self.handled() >= total, timeout, f"{total} messages handled")
+
+    def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            for p in self.procs:
+                if not p.is_alive():
+                    raise RuntimeError(f"{p.name} exited with code {p.exitcode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"timed out after {timeout:.0f}s waiting for {what} "
+                    f"({self.handled()} handled so far)"
+                )
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        started = self.link.go.is_set()
+        self.link.stop.set()
+        if started and exc[0] is None:
+            for _ in self.procs:
+                _, latencies = self.link.results.get(timeout=60)
+                self.latencies.extend(latencies)
+        for p in self.procs:
+            p.join(timeout=30)
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        if exc[0] is None:
+            for p in self.procs:
+                if p.exitcode != 0:
+                    raise RuntimeError(f"{p.name} exited with code {p.exitcode}")
+
+
+# -- producers and systems ------------------------------------------------------
+
+
+class Producer(Protocol):
+    def send_batches(self, batches: Sequence[list[dict[str, Any]]]) -> None: ...
+
+    def send_paced(self, total: int, rate: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a system's messages go: the bench database, and RabbitMQ's URL if any."""
+
+    url: str
+    queue: str
+    amqp_url: str | None = None
+
+
+@dataclass
+class System:
+    name: str
+    target: Target
+    consumer: Callable[[Link, int], None]  # module-level: runs in spawned processes
+    producer_class: Callable[[Target], Any]
+    reset: Callable[[Target], None]  # empty the queue, vacuum: every run starts alike
+    pending: Callable[[Target], int]  # messages not yet completed
+    describe: str = ""
+
+    @contextlib.contextmanager
+    def producer(self) -> Iterator[Producer]:
+        producer = self.producer_class(self.target)
+        try:
+            yield producer
+        finally:
+            producer.close()
+
+    def wait_drained(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self.pending(self.target)) > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: {left} messages left after {timeout}s")
+            time.sleep(0.002)
+
+
+def paced(total: int, rate: float) -> Iterator[int]:
+    """Yields 0..total-1 at `rate` per second (sleeping in between)."""
+    t0 = time.monotonic()
+    for i in range(total):
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        yield i
+
+
+async def paced_async(total: int, rate: float) -> Any:
+    t0 = time.monotonic()
+    for i in range(total):
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        yield i
+
+
+# -- the database --------------------------------------------------------------------
+
+
+def setting(url: str, name: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting(%s)", [name]).fetchone()
+    return str(row[0]) if row else "?"
+
+
+def table_rows(url: str, table: sql.Composable) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def table_reset(url: str, table: sql.Composable) -> None:
+    """Empties a table and vacuums it, so every run starts from the same state."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DELETE FROM {}").format(table))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[tuple[str, str, list[str]]]:
+    """(url of a fresh, migrated bench database, the server, migrations applied)."""
+    from pgcourier.migrations import migrate_url
+
+    url = os.environ.get("DATABASE_URL")
+    server = None
+    if url:
+        info = conninfo_to_dict(url)
+        where = f"DATABASE_URL (host {info.get('host', 'default')}, port {info.get('port', 5432)})"
+    else:
+        from pgcourier.embedded import EmbeddedPostgres
+
+        log(f"starting the embedded Postgres in {DATA_DIR.name}/")
+        server = EmbeddedPostgres(DATA_DIR)
+        url = server.url
+        where = f"embedded Postgres (pgserver), data in {DATA_DIR.name}/"
+
+    def admin(statement: sql.Composable) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement)
+
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+    admin(drop)
+    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    try:
+        bench_url = make_conninfo(url, dbname=BENCH_DB)
+        applied = asyncio.run(migrate_url(bench_url))
+        log(f"created and migrated database {BENCH_DB}: {', '.join(applied)}")
+        yield bench_url, where, applied
+    finally:
+        admin(drop)
+        log(f"dropped database {BENCH_DB}")
+        if server is not None:
+            server.stop()
+
+
+# -- results ------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    # (scenario, system) -> samples; msg/s for throughput, seconds for latency
+    samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
+
+    def add(self, scenario: str, system: str, value: float, unit: str) -> None:
+        if scenario not in self.units:
+            self.order.append(scenario)
+            self.units[scenario] = unit
+        self.samples.setdefault((scenario, system), []).append(value)
+
+    def value(self, scenario: str, system: str) -> float | None:
+        samples = self.samples.get((scenario, system))
+        return statistics.median(samples) if samples else None
+
+    def ratios(self, scenario: str, system: str, reference: str = "pgcourier") -> list[float]:
+        """system / reference of each pair of runs made in the same round."""
+        mine = self.samples.get((scenario, system), [])
+        ref = self.samples.get((scenario, reference), [])
+        return [a / b for a, b in zip(mine, ref, strict=False) if b]
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+# -- helpers for consumer processes ---------------------------------------------
+
+
+def wait_for_go(link: Link, idx: int) -> bool:
+    """Marks the consumer connected and waits for the start; False if stopped first."""
+    link.ready[idx] = 1
+    while not link.go.wait(0.2):
+        if link.stop.is_set():
+            return False
+    return True
+
+
+def record(link: Link, idx: int, latencies: list[float], sent_at: float | None) -> None:
+    """Counts one handled message, and its latency when the run records them."""
+    if link.record_latency and sent_at is not None:
+        latencies.append(time.monotonic() - sent_at)
+    link.counts[idx] += 1

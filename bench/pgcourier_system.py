@@ -1,0 +1,101 @@
+"""pgcourier: one Worker per consumer process, batches of 100, LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from harness import (
+    BATCH,
+    VT_S,
+    Link,
+    System,
+    Target,
+    paced_async,
+    record,
+    table_reset,
+    table_rows,
+)
+from psycopg import sql
+
+from pgcourier import Context, Courier, Message, Worker
+
+
+def consumer(link: Link, idx: int) -> None:
+    asyncio.run(_consume(link, idx))
+
+
+async def _consume(link: Link, idx: int) -> None:
+    latencies: list[float] = []
+    async with Courier(link.target.url) as courier:
+        worker = Worker(courier, concurrency=BATCH, batch_size=BATCH, poll_interval=1.0)
+
+        async def handler(message: Message, ctx: Context) -> None:
+            record(link, idx, latencies, message.payload.get("t"))
+
+        worker.handle(link.target.queue, handler)
+        link.ready[idx] = 1
+        while not await asyncio.to_thread(link.go.wait, 0.2):
+            if link.stop.is_set():
+                return
+        run = asyncio.create_task(worker.run())
+        started = asyncio.create_task(worker.started.wait())
+        await asyncio.wait({run, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        link.running[idx] = 1
+        while not run.done() and not await asyncio.to_thread(link.stop.wait, 0.2):
+            pass
+        worker.stop()
+        await run
+    link.results.put((idx, latencies))
+
+
+class Producer:
+    def __init__(self, target: Target) -> None:
+        self.queue = target.queue
+        self.runner = asyncio.Runner()
+        self.courier = Courier(target.url)
+        self.runner.run(self.courier.open())
+
+    def close(self) -> None:
+        self.runner.run(self.courier.close())
+        self.runner.close()
+
+    def send_batches(self, batches: Sequence[list[dict[str, Any]]]) -> None:
+        self.runner.run(self._send_batches(batches))
+
+    async def _send_batches(self, batches: Sequence[list[dict[str, Any]]]) -> None:
+        for batch in batches:
+            await self.courier.send_batch(self.queue, batch)
+
+    def send_paced(self, total: int, rate: float, payload: Any) -> None:
+        self.runner.run(self._send_paced(total, rate, payload))
+
+    async def _send_paced(self, total: int, rate: float, payload: Any) -> None:
+        async for i in paced_async(total, rate):
+            await self.courier.send(self.queue, payload(i))
+
+
+def _table(target: Target) -> sql.Identifier:
+    return sql.Identifier("pgmq", f"q_{target.queue}")
+
+
+def system(url: str) -> System:
+    target = Target(url, "bench_pgcourier")
+
+    async def create() -> None:
+        async with Courier(url) as courier:
+            await courier.queue_create(target.queue, visibility_timeout=VT_S)
+
+    asyncio.run(create())
+    return System(
+        "pgcourier",
+        target,
+        consumer,
+        Producer,
+        reset=lambda t: table_reset(t.url, _table(t)),
+        pending=lambda t: table_rows(t.url, _table(t)),
+        describe=f"1 Worker + Courier per consumer process, batch_size={BATCH}, "
+        f"concurrency={BATCH}, LISTEN/NOTIFY, poll_interval=1s",
+    )
