@@ -25,7 +25,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".pgdata-bench"
-BENCH_DB = "pgcourier_bench"
+# One database per run, so concurrent benchmark runs never share (or drop) one.
+BENCH_DB = f"pgcourier_bench_{os.getpid()}"
 BATCH = 100
 VT_S = 30
 POLL_S = 0.010  # client-side sleep of polling consumers when they find nothing

@@ -8,7 +8,7 @@ shared and noisy, so every system runs in the same run, on the same fresh databa
 round after round with the order rotated, and the ratios are what to compare.
 
 Database: DATABASE_URL's server when set, otherwise an embedded Postgres in
-.pgdata-bench at the repository root. A database `pgcourier_bench` is created,
+.pgdata-bench at the repository root. A database `pgcourier_bench_<pid>` is created,
 migrated with pgcourier's migrations (which install pgmq's SQL) and dropped at the end.
 
 Scenarios, each run for every system, ~100-byte JSON payloads:
