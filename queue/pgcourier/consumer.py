@@ -68,7 +68,7 @@ class QueueConsumer:
         while not worker.stopping:
             wanted = worker.reserve_slots(worker.batch_size)
             if wanted == 0:
-                await worker.wait_for_slot()
+                await worker.wait_for_slots()
                 continue
             self.wake.clear()
             try:

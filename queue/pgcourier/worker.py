@@ -54,6 +54,7 @@ class Worker:
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._free_slots = concurrency
+        self._refill = max(1, min(batch_size, concurrency) // 2)
         self._slot_freed = asyncio.Event()
 
     # -- routing -------------------------------------------------------------
@@ -88,7 +89,13 @@ class Worker:
     # -- concurrency ---------------------------------------------------------
 
     def reserve_slots(self, wanted: int) -> int:
-        granted = min(wanted, self._free_slots)
+        """Grants up to `wanted` handler slots; none while handlers are running and fewer
+        than a refill's worth are free, since claiming a few at a time costs a round
+        trip each and busy queues would then never claim full batches."""
+        free = self._free_slots
+        if free < min(wanted, self._refill) and free < self.concurrency:
+            return 0
+        granted = min(wanted, free)
         self._free_slots -= granted
         return granted
 
@@ -97,17 +104,15 @@ class Worker:
             self._free_slots += count
             self._slot_freed.set()
 
-    async def wait_for_slot(self) -> None:
-        self._slot_freed.clear()
-        if self._free_slots > 0 or self.stopping:
-            return
-        stop = asyncio.ensure_future(self._stop.wait())
-        freed = asyncio.ensure_future(self._slot_freed.wait())
-        try:
-            await asyncio.wait({stop, freed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            freed.cancel()
+    async def wait_for_slots(self) -> None:
+        """Returns once a refill's worth of slots is free, every slot is, or on stop()."""
+        while not (
+            self.stopping
+            or self._free_slots >= self._refill
+            or self._free_slots == self.concurrency
+        ):
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
 
     # -- lifecycle -----------------------------------------------------------
 
