@@ -428,3 +428,35 @@ async def test_delayed_keyed_message_does_not_hold_back_its_key(courier: Courier
     worker.handle("jobs", handle)
     async with running(worker):
         await wait_until(lambda: seen == ["reply"], within=3)
+
+
+async def test_worker_vacuums_a_queue_table_whose_dead_rows_pile_up(courier: Courier) -> None:
+    await courier.queue_create("jobs")
+    await courier.send_batch("jobs", list(range(500)))
+    async with courier.pool.connection() as conn:
+        await conn.execute("DELETE FROM pgmq.q_jobs")
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+
+    async def vacuums() -> int:
+        return await scalar(
+            courier,
+            "SELECT vacuum_count FROM pg_stat_user_tables"
+            " WHERE relid = 'pgmq.q_jobs'::regclass",
+        )
+
+    assert await vacuums() == 0
+
+    async def handle(message: Message, ctx: Context) -> None:
+        return None
+
+    worker = Worker(courier, vacuum_dead_rows=100, maintenance_interval=0.05)
+    worker.handle("jobs", handle)
+    async with running(worker):
+        await wait_until(vacuums, within=10)
+    assert (
+        await scalar(
+            courier,
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'pgmq.q_jobs'::regclass",
+        )
+        < 500
+    )

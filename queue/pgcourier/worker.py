@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from . import queries
@@ -18,7 +19,7 @@ from .context import Handler, Route
 from .courier import Courier
 from .errors import ConfigurationError
 from .listener import Listener
-from .naming import check_queue_name
+from .naming import check_queue_name, queue_table
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class Worker:
         listen_conninfo: str | None = None,
         shutdown_timeout: float = 30.0,
         inbox_retention: float = 7 * 24 * 3600,
+        vacuum_dead_rows: int = 20_000,
+        maintenance_interval: float = 2.0,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ConfigurationError("concurrency and batch_size must be at least 1")
@@ -48,6 +51,9 @@ class Worker:
         self.listen_conninfo = listen_conninfo or courier.conninfo
         self.shutdown_timeout = shutdown_timeout
         self.inbox_retention = inbox_retention
+        self.vacuum_dead_rows = vacuum_dead_rows
+        self.maintenance_interval = maintenance_interval
+        self._cannot_vacuum: set[str] = set()
         self.routes: dict[str, dict[str | None, Route]] = {}
         self.consumers: dict[str, QueueConsumer] = {}
         self.listener: Listener | None = None
@@ -177,21 +183,54 @@ class Worker:
         for consumer in self.consumers.values():
             await consumer.flush()
 
-    async def _maintenance_loop(self, interval: float = 60.0) -> None:
-        """Prunes archives and the inbox past their retention."""
+    async def _maintenance_loop(self) -> None:
+        """Vacuums queue tables whose dead rows pile up; prunes archives and the inbox."""
+        last_prune = 0.0
         while True:
             try:
-                async with self.courier.pool.connection() as conn:
-                    for consumer in self.consumers.values():
-                        if consumer.settings.archive:
-                            await conn.execute(
-                                queries.queue_query("archive_prune", consumer.queue),
-                                {"now": None, "retention_s": consumer.settings.archive_retention_s},
-                            )
-                    await conn.execute(
-                        queries.query("inbox_prune"),
-                        {"now": None, "retention_s": self.inbox_retention},
-                    )
+                for consumer in self.consumers.values():
+                    await self._vacuum_if_needed(consumer.queue)
+                if time.monotonic() - last_prune >= 60:
+                    last_prune = time.monotonic()
+                    await self._prune()
             except Exception as exc:
                 log.warning("maintenance failed: %s", exc)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.maintenance_interval)
+
+    async def _vacuum_if_needed(self, queue: str) -> None:
+        if queue in self._cannot_vacuum:
+            return
+        table = queue_table(queue).as_string(None)
+        async with self.courier.pool.connection() as conn:
+            cur = await conn.execute(queries.query("queue_health"), {"table": table})
+            row = await cur.fetchone()
+            if row is None:
+                return
+            dead_rows, may_vacuum = row
+            if not may_vacuum:
+                self._cannot_vacuum.add(queue)
+                log.info("not the owner of %s: leaving its dead rows to autovacuum", table)
+                return
+            if dead_rows < self.vacuum_dead_rows:
+                return
+            # VACUUM refuses to run inside a transaction block.
+            await conn.commit()
+            await conn.set_autocommit(True)
+            try:
+                await conn.execute(queries.queue_query("queue_vacuum", queue))
+            finally:
+                await conn.set_autocommit(False)
+        log.info("vacuumed %s (%d dead rows)", table, dead_rows)
+
+    async def _prune(self) -> None:
+        async with self.courier.pool.connection() as conn:
+            for consumer in self.consumers.values():
+                if consumer.settings.archive:
+                    await conn.execute(
+                        queries.queue_query("archive_prune", consumer.queue),
+                        {"now": None, "retention_s": consumer.settings.archive_retention_s},
+                    )
+            await conn.execute(
+                queries.query("inbox_prune"),
+                {"now": None, "retention_s": self.inbox_retention},
+            )
