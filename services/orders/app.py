@@ -13,7 +13,15 @@ from starlette.responses import JSONResponse, Response
 
 from pgcourier import Courier
 from services.shared import contracts as c
-from services.shared.http import Endpoint, HTTPError, not_found, principal, read_json, service_app
+from services.shared.http import (
+    Endpoint,
+    HTTPError,
+    not_found,
+    path_uuid,
+    principal,
+    read_json,
+    service_app,
+)
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 from services.shared.validation import Field, Schema
@@ -135,10 +143,7 @@ def _order_json(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 async def get_order(request: Request) -> Response:
-    try:
-        order_id = str(uuid.UUID(request.path_params["order_id"]))
-    except ValueError:
-        raise not_found("order") from None
+    order_id = str(path_uuid(request, "order_id", "order"))
     who = principal(request)
     async with request.app.state.courier.pool.connection() as conn:
         order = await _fetch_one(conn, "order_get", order_id)

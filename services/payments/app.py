@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.shared.http import Endpoint, not_found, principal, service_app
+from services.shared.http import Endpoint, not_found, path_uuid, principal, service_app
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -26,10 +26,7 @@ def _as_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def order_payments(request: Request) -> Response:
-    try:
-        order_id = uuid.UUID(request.path_params["order_id"])
-    except ValueError:
-        raise not_found("order") from None
+    order_id = path_uuid(request, "order_id", "order")
     async with (
         request.app.state.courier.pool.connection() as conn,
         conn.cursor(row_factory=dict_row) as cur,

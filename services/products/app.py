@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import psycopg
@@ -17,6 +16,7 @@ from services.shared.http import (
     Endpoint,
     HTTPError,
     not_found,
+    path_uuid,
     principal,
     read_json,
     service_app,
@@ -52,14 +52,6 @@ STOCK_CHANGE = Schema((Field("delta", int, minimum=-MAX_STOCK, maximum=MAX_STOCK
 
 def _q(name: str) -> Any:
     return query("products", name)
-
-
-def _product_id(request: Request) -> uuid.UUID:
-    # Anything that is not a UUID cannot name a product: 404, not a database error.
-    try:
-        return uuid.UUID(request.path_params["product_id"])
-    except ValueError:
-        raise not_found("product") from None
 
 
 def _trimmed(body: dict[str, Any], field: str) -> None:
@@ -123,7 +115,7 @@ async def create_product(request: Request) -> Response:
 
 
 async def update_product(request: Request) -> Response:
-    product_id = _product_id(request)
+    product_id = path_uuid(request, "product_id", "product")
     body = await read_json(request, PRODUCT_CHANGES)
     _trimmed(body, "name")
     _trimmed(body, "category")
@@ -160,7 +152,7 @@ async def list_products(request: Request) -> Response:
 
 
 async def get_product(request: Request) -> Response:
-    product_id = _product_id(request)
+    product_id = path_uuid(request, "product_id", "product")
     # Customers see the catalog as it is sold: a withdrawn product is not there.
     params = {"product_id": product_id, "include_inactive": principal(request).is_admin}
     async with request.app.state.courier.pool.connection() as conn:
@@ -180,7 +172,7 @@ async def list_categories(request: Request) -> Response:
 
 
 async def adjust_stock(request: Request) -> Response:
-    product_id = _product_id(request)
+    product_id = path_uuid(request, "product_id", "product")
     body = await read_json(request, STOCK_CHANGE)
     if body["delta"] == 0:
         raise HTTPError(422, "validation_error", "must not be zero", field="delta")

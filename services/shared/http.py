@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,14 @@ def error_response(status: int, error: str, message: str, field: str | None = No
 
 def not_found(what: str) -> HTTPError:
     return HTTPError(404, "not_found", f"{what} not found")
+
+
+def path_uuid(request: Request, name: str, what: str) -> uuid.UUID:
+    """A UUID path parameter. Anything else cannot name a `what`: 404, not a database error."""
+    try:
+        return uuid.UUID(request.path_params[name])
+    except ValueError:
+        raise not_found(what) from None
 
 
 Handler = Callable[[Request], Awaitable[Response]]

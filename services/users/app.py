@@ -18,6 +18,7 @@ from services.shared.http import (
     Endpoint,
     HTTPError,
     not_found,
+    path_uuid,
     principal,
     read_json,
     service_app,
@@ -58,13 +59,6 @@ def _user(row: dict[str, Any]) -> dict[str, Any]:
         "role": row["role"],
         "created_at": row["created_at"].isoformat(),
     }
-
-
-def _path_user_id(request: Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params["user_id"])
-    except ValueError:
-        raise not_found("user") from None
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -148,7 +142,7 @@ async def user_list(request: Request) -> Response:
 
 
 async def user_get(request: Request) -> Response:
-    user_id = _path_user_id(request)
+    user_id = path_uuid(request, "user_id", "user")
     who = principal(request)
     # Someone else's account does not exist, as far as a customer can tell.
     if not who.is_admin and who.user_id != str(user_id):
@@ -160,7 +154,7 @@ async def user_get(request: Request) -> Response:
 
 
 async def user_role_set(request: Request) -> Response:
-    user_id = _path_user_id(request)
+    user_id = path_uuid(request, "user_id", "user")
     body = await read_json(request, ROLE)
     async with (
         request.app.state.courier.pool.connection() as conn,
