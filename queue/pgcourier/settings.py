@@ -10,7 +10,8 @@ from pathlib import Path
 from .errors import ConfigurationError
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from the environment, or a ConfigurationError naming the variable."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -23,8 +24,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _float(env, name, default)
+def env_positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env_positive(env, name, default)
     if value != int(value):
         raise ConfigurationError(f"{name} must be a whole number, got {env.get(name)!r}")
     return int(value)
@@ -52,8 +53,8 @@ class Settings:
         return cls(
             database_url=url,
             data_dir=Path(env.get("PGCOURIER_DATA_DIR") or ".pgdata"),
-            pool_min_size=_int(env, "PGCOURIER_POOL_MIN_SIZE", 1),
-            pool_max_size=_int(env, "PGCOURIER_POOL_MAX_SIZE", 10),
-            poll_interval_s=_float(env, "PGCOURIER_POLL_INTERVAL", 1.0),
-            max_payload_bytes=_int(env, "PGCOURIER_MAX_PAYLOAD_BYTES", 1024 * 1024),
+            pool_min_size=env_positive_int(env, "PGCOURIER_POOL_MIN_SIZE", 1),
+            pool_max_size=env_positive_int(env, "PGCOURIER_POOL_MAX_SIZE", 10),
+            poll_interval_s=env_positive(env, "PGCOURIER_POLL_INTERVAL", 1.0),
+            max_payload_bytes=env_positive_int(env, "PGCOURIER_MAX_PAYLOAD_BYTES", 1024 * 1024),
         )

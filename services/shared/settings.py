@@ -7,22 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pgcourier.errors import ConfigurationError
+from pgcourier.settings import env_positive, env_positive_int
 
 SERVICES = ("users", "products", "orders", "payments")
 DEFAULT_PORTS = {"users": 8001, "products": 8002, "orders": 8003, "payments": 8004}
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +44,9 @@ class ServiceSettings:
             database_url=url,
             jwt_secret=secret,
             host=env.get("SHOP_HOST", "127.0.0.1"),
-            port=int(_number(env, "PORT", DEFAULT_PORTS[service])),
-            token_ttl_s=_number(env, "SHOP_TOKEN_TTL", 3600),
-            saga_step_timeout_s=_number(env, "SHOP_SAGA_STEP_TIMEOUT", 10),
+            port=env_positive_int(env, "PORT", DEFAULT_PORTS[service]),
+            token_ttl_s=env_positive(env, "SHOP_TOKEN_TTL", 3600),
+            saga_step_timeout_s=env_positive(env, "SHOP_SAGA_STEP_TIMEOUT", 10),
             admin_email=env.get("SHOP_ADMIN_EMAIL") or None,
             admin_password=env.get("SHOP_ADMIN_PASSWORD") or None,
         )
