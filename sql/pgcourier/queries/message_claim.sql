@@ -53,6 +53,10 @@ UNION ALL
 -- When nothing was claimed, one row saying how many seconds until something is
 -- due (a delay, a backoff, a lease): the worker sleeps until then, in the same
 -- round trip. NULL when the queue is empty.
-SELECT NULL, NULL, NULL, NULL, NULL, extract(epoch FROM min(q.vt) - min(claim_at.at))::float8
-FROM {queue} q, claim_at
-HAVING NOT EXISTS (SELECT 1 FROM updated)
+-- The scalar subquery runs only when the one-time filter lets the row through, so a
+-- claim that found work pays nothing for it.
+SELECT NULL, NULL, NULL, NULL, NULL,
+       (SELECT extract(epoch FROM q.vt - claim_at.at)::float8
+        FROM {queue} q ORDER BY q.vt LIMIT 1)
+FROM claim_at
+WHERE NOT EXISTS (SELECT 1 FROM updated)
