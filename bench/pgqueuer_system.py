@@ -34,9 +34,8 @@ from pgqueuer.queries import Queries
 from psycopg import sql
 
 ENTRYPOINT = "bench_pgqueuer"
-# Default object names (no PGQUEUER_PREFIX): the queue, its log and the statistics.
+# Default object names (no PGQUEUER_PREFIX): the queue table.
 QUEUE_TABLE = "pgqueuer"
-TABLES = ("pgqueuer", "pgqueuer_log", "pgqueuer_statistics")
 DEQUEUE_TIMEOUT = timedelta(seconds=30)  # PGQueuer's default: polling fallback to NOTIFY
 
 
@@ -121,10 +120,13 @@ async def _with_queries(url: str, action: str) -> None:
 
 
 def reset(target: Target) -> None:
+    """TRUNCATEs its tables, leaving them as a fresh install does.
+
+    Deliberately no ANALYZE: on an empty, analyzed `pgqueuer` the generic plan of the
+    dequeue (which the server may settle on once psycopg has prepared the statement,
+    after 5 runs) uses seq scans + sort, and would stay while the table fills up.
+    """
     asyncio.run(_with_queries(target.url, "clear"))
-    with psycopg.connect(target.url, autocommit=True) as conn:
-        for table in TABLES:
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
 
 
 def pending(target: Target) -> int:
