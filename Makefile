@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+SHELL := /bin/bash
 .PHONY: up test lint format bench clean
 
 $(STAMP): pyproject.toml requirements.lock
@@ -34,8 +35,15 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.lock
 	touch $(BENCH_STAMP)
 
+# Every benchmark, one after the other on the same Postgres; the output is also kept
+# in bench/last-run.txt. BENCH_ARGS=--quick for a short pass.
 bench: $(BENCH_STAMP)
-	$(PY) bench/throughput.py
+	@set -o pipefail; { \
+	  $(PY) bench/throughput.py $(BENCH_ARGS) && \
+	  $(PY) bench/ceiling.py && \
+	  $(PY) bench/growth.py $(BENCH_ARGS) && \
+	  $(PY) bench/shop.py; \
+	} 2>&1 | tee bench/last-run.txt
 
 clean:
 	rm -rf $(VENV) .pgdata-test
