@@ -1,0 +1,533 @@
+"""The shop end to end, through HTTP: orders placed by concurrent clients, until confirmed.
+
+    .venv/bin/python bench/shop.py [--clients N] [--seconds S] [--replicas R]
+                                   [--step-timeout S] [--drain-seconds S]
+
+Not a test: it prints figures. The real service processes are started as
+tests/shop/test_e2e.py starts them (services.topology.processes / process_env,
+services.supervisor.Supervisor, free ports), each as its own database role, on a
+fresh database `pgcourier_shopbench_<pid>` migrated with shop_migrate and dropped at
+the end (DATABASE_URL's server, or the embedded Postgres in .pgdata-bench).
+
+As the admin it creates one product with plenty of stock, registers --clients
+customers, then each client (one customer each) places one-line orders for that
+product with card tok_visa back to back, each as soon as the previous POST returned
+202, for --seconds. The saga of each order runs through the services' workers:
+order.placed -> products reserves the stock -> orders asks payments to charge ->
+payments captures -> orders confirms. After the placing stops, it waits (up to
+--drain-seconds) for every order to be confirmed or cancelled.
+
+Latency is measured in the database, with the admin connection: an order's first
+`confirmed` event (orders.order_event.at, clock_timestamp() in the transaction that
+confirms it) minus its created_at (now() of the transaction that placed it, which
+commits just before the POST's 202). Both are the server's clock; neither the
+client's HTTP round trips nor any polling are in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+from harness import DATA_DIR, ROOT, log, rate, setting
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+sys.path.insert(0, str(ROOT))  # the services package lives at the repository root
+
+from services.shared.database import shop_migrate
+from services.supervisor import Supervisor
+from services.topology import process_env, processes
+
+SHOP_DB = f"pgcourier_shopbench_{os.getpid()}"
+JWT_SECRET = "bench-secret-" + "x" * 32
+ADMIN_EMAIL = "admin@shop.bench"
+ADMIN_PASSWORD = "admin-password-1"
+CUSTOMER_PASSWORD = "password-123"
+STOCK = 100_000_000
+PRICE_CENTS = 1500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- database and services ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def shop_database() -> Iterator[tuple[str, str]]:
+    """(admin url of a fresh database migrated with shop_migrate, where the server is)."""
+    url = os.environ.get("DATABASE_URL")
+    server = None
+    if url:
+        info = conninfo_to_dict(url)
+        where = f"DATABASE_URL (host {info.get('host', 'default')}, port {info.get('port', 5432)})"
+    else:
+        from pgcourier.embedded import EmbeddedPostgres
+
+        log(f"starting the embedded Postgres in {DATA_DIR.name}/")
+        server = EmbeddedPostgres(DATA_DIR)
+        url = server.url
+        where = f"embedded Postgres (pgserver), data in {DATA_DIR.name}/"
+
+    def admin(statement: sql.Composable) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement)
+
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SHOP_DB))
+    admin(drop)
+    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SHOP_DB)))
+    try:
+        shop_url = make_conninfo(url, dbname=SHOP_DB)
+        applied = asyncio.run(shop_migrate(shop_url))
+        log(f"created database {SHOP_DB}, shop_migrate applied {len(applied)} migrations")
+        yield shop_url, where
+    finally:
+        admin(drop)
+        log(f"dropped database {SHOP_DB}")
+        if server is not None:
+            server.stop()
+
+
+@dataclass
+class RunningShop:
+    admin_url: str
+    urls: dict[str, str]
+    supervisor: Supervisor
+    log_dir: Path
+
+
+@contextlib.contextmanager
+def running_shop(admin_url: str, replicas: int, step_timeout_s: float) -> Iterator[RunningShop]:
+    ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
+    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
+        shop = RunningShop(
+            admin_url,
+            {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
+            Supervisor(log_dir=Path(tmp) / "logs"),
+            Path(tmp) / "logs",
+        )
+        try:
+            for process in processes(replicas=replicas):
+                env = process_env(
+                    process,
+                    admin_url,
+                    jwt_secret=JWT_SECRET,
+                    saga_step_timeout_s=step_timeout_s,
+                    admin_email=ADMIN_EMAIL,
+                    admin_password=ADMIN_PASSWORD,
+                    ports=ports,
+                )
+                shop.supervisor.start(process, env)
+            shop.supervisor.wait_healthy(shop.urls)
+            log(f"services healthy: {', '.join(p.instance for p in processes(replicas=replicas))}")
+            yield shop
+        finally:
+            shop.supervisor.stop_all()
+            warnings = _log_warnings(shop.log_dir)
+            if warnings:
+                log(f"service logs: {len(warnings)} warning/error lines, the last ones:")
+                for line in warnings[-5:]:
+                    print(f"    {line}", flush=True)
+
+
+def _log_warnings(log_dir: Path) -> list[str]:
+    found = []
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if " WARNING " in line or " ERROR " in line or "Traceback" in line:
+                found.append(f"{path.stem}: {line[:200]}")
+    return found
+
+
+def _expect(r: httpx.Response, status: int) -> dict:
+    if r.status_code != status:
+        raise RuntimeError(f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text[:300]}")
+    return r.json()
+
+
+def setup_shop(shop: RunningShop, customers: int) -> tuple[str, list[str]]:
+    """(product id, one token per customer)."""
+    with httpx.Client(timeout=30) as http:
+        login = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        admin = _expect(http.post(f"{shop.urls['users']}/users/login", json=login), 200)["token"]
+        product = {"name": "Bench thing", "category": "things", "price_cents": PRICE_CENTS}
+        r = http.post(
+            f"{shop.urls['products']}/products",
+            headers=auth(admin),
+            json={**product, "stock": STOCK},
+        )
+        product_id = _expect(r, 201)["product_id"]
+        tokens = []
+        for _ in range(customers):
+            body = {"email": f"c-{uuid.uuid4().hex[:10]}@shop.bench", "password": CUSTOMER_PASSWORD}
+            _expect(http.post(f"{shop.urls['users']}/users/register", json=body), 201)
+            token = _expect(http.post(f"{shop.urls['users']}/users/login", json=body), 200)
+            tokens.append(token["token"])
+    # The orders service learns of products from product events.
+    with psycopg.connect(shop.admin_url) as conn:
+        deadline = time.monotonic() + 30
+        while not conn.execute(
+            "SELECT count(*) FROM orders.product WHERE product_id = %s", [product_id]
+        ).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the orders service never heard of the product")
+            time.sleep(0.05)
+    log(f"product {product_id} (stock {STOCK:,}) known to orders; {customers} customers")
+    return product_id, tokens
+
+
+def commit_ms(admin_url: str, n: int = 50) -> float:
+    """Median round trip of a one-row INSERT committed on its own (a WAL flush each)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        # A scratch table in the bench database, dropped right after.
+        conn.execute("CREATE TABLE bench_commit_probe (i int)")
+        try:
+            times = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                conn.execute("INSERT INTO bench_commit_probe VALUES (%s)", [i])
+                times.append(time.perf_counter() - t0)
+        finally:
+            conn.execute("DROP TABLE bench_commit_probe")
+    return statistics.median(times) * 1000
+
+
+# -- where the CPU goes -------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far, from /proc (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def cpu_snapshot(shop: RunningShop, conn: psycopg.Connection) -> dict[str, dict[int, float]]:
+    """CPU so far of every service process, this process, and this database's backends."""
+    found: dict[str, dict[int, float]] = {}
+    for name, (_, popen) in shop.supervisor.running.items():
+        found[name] = {popen.pid: cpu_seconds(popen.pid) or 0.0}
+    found["bench client (this process)"] = {os.getpid(): time.process_time()}
+    # The server processes serving this database (the services' pools, the admin's).
+    pids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchall()
+    ]
+    found["postgres backends"] = {pid: cpu_seconds(pid) or 0.0 for pid in pids}
+    return found
+
+
+def cpu_used(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> list[tuple[str, float]]:
+    used = []
+    for name, pids in after.items():
+        earlier = before.get(name, {})
+        used.append((name, sum(t - earlier.get(pid, 0.0) for pid, t in pids.items())))
+    return used
+
+
+# -- the load -----------------------------------------------------------------------
+
+
+@dataclass
+class Placing:
+    seconds: float = 0.0
+    post_s: list[float] = field(default_factory=list)  # POST /orders round trips (202s)
+    order_ids: list[str] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)  # status -> count of non-202s
+
+
+def _order_counts(conn: psycopg.Connection) -> tuple[int, int, int]:
+    # (orders, confirmed, cancelled) right now.
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'confirmed'), "
+        "count(*) FILTER (WHERE status = 'cancelled') FROM orders.\"order\""
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def place_orders(
+    shop: RunningShop, tokens: list[str], product_id: str, seconds: float
+) -> Placing:
+    placing = Placing()
+    body = {"lines": [{"product_id": product_id, "quantity": 1}], "card_token": "tok_visa"}
+    url = f"{shop.urls['orders']}/orders"
+    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        t0 = time.monotonic()
+        end = t0 + seconds
+
+        async def client(token: str) -> None:
+            headers = auth(token)
+            while time.monotonic() < end:
+                sent = time.monotonic()
+                r = await http.post(url, headers=headers, json=body)
+                if r.status_code == 202:
+                    placing.post_s.append(time.monotonic() - sent)
+                    placing.order_ids.append(r.json()["order_id"])
+                else:
+                    placing.refused[r.status_code] = placing.refused.get(r.status_code, 0) + 1
+
+        async def progress() -> None:
+            with psycopg.connect(shop.admin_url, autocommit=True) as conn:
+                while time.monotonic() < end:
+                    await asyncio.sleep(min(5.0, max(end - time.monotonic(), 0.01)))
+                    # In a thread: the clients' event loop is not held up.
+                    total, confirmed, cancelled = await asyncio.to_thread(_order_counts, conn)
+                    log(
+                        f"placing: {len(placing.order_ids):,} accepted, "
+                        f"{confirmed:,} confirmed, {cancelled:,} cancelled, "
+                        f"{total - confirmed - cancelled:,} in progress"
+                    )
+
+        watcher = asyncio.create_task(progress())
+        await asyncio.gather(*(client(t) for t in tokens))
+        placing.seconds = time.monotonic() - t0
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return placing
+
+
+def wait_final(shop: RunningShop, within_s: float) -> tuple[float, int]:
+    """Waits for every order to be confirmed or cancelled: (seconds waited, left unfinished)."""
+    t0 = time.monotonic()
+    with psycopg.connect(shop.admin_url, autocommit=True) as conn:
+        last_log = t0
+        while True:
+            total, confirmed, cancelled = _order_counts(conn)
+            left = total - confirmed - cancelled
+            if left == 0 or time.monotonic() - t0 > within_s:
+                return time.monotonic() - t0, left
+            if time.monotonic() - last_log >= 5:
+                last_log = time.monotonic()
+                log(f"draining: {left:,} orders still in progress")
+            shop.supervisor.check_alive()
+            time.sleep(0.1)
+
+
+@dataclass
+class Outcome:
+    created: list[datetime]
+    confirmed: list[tuple[datetime, datetime]]  # (created_at, first confirmed event)
+    cancelled: dict[str, int]  # reason -> count
+    unfinished: int
+
+
+def outcome(admin_url: str) -> Outcome:
+    with psycopg.connect(admin_url) as conn:
+        # Each order's creation, status, reason, and the time of its first 'confirmed'
+        # event (the event rows carry the status the order moved to).
+        rows = conn.execute(
+            "SELECT o.created_at, o.status, o.reason, "
+            "min(e.at) FILTER (WHERE e.status = 'confirmed') "
+            'FROM orders."order" o LEFT JOIN orders.order_event e USING (order_id) '
+            "GROUP BY o.order_id"
+        ).fetchall()
+    result = Outcome([], [], {}, 0)
+    for created_at, status, reason, confirmed_at in rows:
+        result.created.append(created_at)
+        if status == "confirmed" and confirmed_at is not None:
+            result.confirmed.append((created_at, confirmed_at))
+        elif status == "cancelled":
+            result.cancelled[reason] = result.cancelled.get(reason, 0) + 1
+        else:
+            result.unfinished += 1
+    return result
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _percentiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        v = values[0] if values else float("nan")
+        return v, v, v
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[89], cuts[98]
+
+
+def print_report(
+    args: argparse.Namespace,
+    where: str,
+    url: str,
+    placing: Placing,
+    confirmed_in_window: int,
+    drained_s: float,
+    result: Outcome,
+    cpu: list[tuple[str, float]],
+    commit: float,
+) -> None:
+    print()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    facts = [
+        ("cores", f"{os.cpu_count()}, load avg {load}"),
+        ("server", where),
+        ("postgres", setting(url, "server_version")),
+        (
+            "settings",
+            f"synchronous_commit={setting(url, 'synchronous_commit')}, "
+            f"fsync={setting(url, 'fsync')}, shared_buffers={setting(url, 'shared_buffers')}",
+        ),
+        ("commit", f"{commit:.2f} ms: one-row INSERT, autocommit, median of 50 (before the load)"),
+        ("python", platform.python_version()),
+        (
+            "shop",
+            f"4 HTTP services + {args.replicas} worker process(es) each for products, orders, "
+            f"payments; saga step timeout {args.step_timeout:g}s",
+        ),
+        (
+            "load",
+            f"{args.clients} HTTP clients (one customer each, one httpx.AsyncClient), "
+            f"one-line orders of 1 unit of one product, tok_visa, back to back "
+            f"for {args.seconds:g}s",
+        ),
+    ]
+    width = max(len(k) for k, _ in facts)
+    for key, value in facts:
+        print(f"{key:<{width}}  {value}")
+    print()
+
+    accepted = len(placing.order_ids)
+    latencies = [(c - p).total_seconds() for p, c in result.confirmed]
+    first = min(result.created) if result.created else None
+    last_confirm = max((c for _, c in result.confirmed), default=None)
+    span = (last_confirm - first).total_seconds() if first and last_confirm else 0.0
+    p50, p90, p99 = _percentiles(latencies)
+    post50, _, post99 = _percentiles(placing.post_s)
+    cancelled = sum(result.cancelled.values())
+    rows = [
+        ("orders placed (POST 202)", f"{accepted:,}", f"{rate(accepted, placing.seconds):,.1f}/s"),
+        (
+            "  refused (not 202)",
+            f"{sum(placing.refused.values()):,}",
+            ", ".join(f"{k}: {v}" for k, v in sorted(placing.refused.items())) or "",
+        ),
+        (
+            "confirmed while placing",
+            f"{confirmed_in_window:,}",
+            f"{rate(confirmed_in_window, placing.seconds):,.1f}/s",
+        ),
+        (
+            "confirmed end to end",
+            f"{len(latencies):,}",
+            f"{rate(len(latencies), span):,.1f}/s over {span:.1f}s, first placed to last confirmed",
+        ),
+        (
+            "cancelled",
+            f"{cancelled:,}",
+            "; ".join(f"{k}: {v}" for k, v in result.cancelled.items()),
+        ),
+        ("unfinished after the drain", f"{result.unfinished:,}", f"waited {drained_s:.1f}s"),
+        ("placed -> confirmed, p50", f"{p50 * 1000:,.0f} ms", ""),
+        ("placed -> confirmed, p90", f"{p90 * 1000:,.0f} ms", ""),
+        ("placed -> confirmed, p99", f"{p99 * 1000:,.0f} ms", ""),
+        ("placed -> confirmed, max", f"{max(latencies, default=0) * 1000:,.0f} ms", ""),
+        ("POST /orders, p50", f"{post50 * 1000:,.1f} ms", "client side, request to 202"),
+        ("POST /orders, p99", f"{post99 * 1000:,.1f} ms", ""),
+    ]
+    name_w = max(len(r[0]) for r in rows)
+    value_w = max(len(r[1]) for r in rows)
+    header = f"{'measure':<{name_w}}  {'value':>{value_w}}  note"
+    print(header)
+    print("-" * max(len(header), 72))
+    for name, value, note in rows:
+        print(f"{name:<{name_w}}  {value:>{value_w}}  {note}".rstrip())
+    print()
+    print(f"CPU used while placing ({placing.seconds:.1f}s; {os.cpu_count()} cores in all):")
+    for name, seconds in sorted(cpu, key=lambda x: -x[1]):
+        print(f"  {name:<28} {seconds:6.1f}s  {seconds / placing.seconds:6.0%} of a core")
+    print()
+    print("placed -> confirmed: the order's first 'confirmed' event (orders.order_event.at) minus")
+    print("its created_at, both from the server's clock, read with the admin connection.")
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long orders are placed")
+    parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
+    parser.add_argument(
+        "--step-timeout", type=float, default=10.0, help="SHOP_SAGA_STEP_TIMEOUT (s)"
+    )
+    parser.add_argument("--drain-seconds", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    if min(args.clients, args.seconds, args.replicas, args.step_timeout, args.drain_seconds) <= 0:
+        parser.error("every number must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with (
+        shop_database() as (url, where),
+        running_shop(url, args.replicas, args.step_timeout) as shop,
+    ):
+        product_id, tokens = setup_shop(shop, args.clients)
+        commit = commit_ms(url)
+        log(f"a one-row commit takes {commit:.2f} ms (median of 50)")
+        with psycopg.connect(url, autocommit=True) as conn:
+            _, confirmed_before, _ = _order_counts(conn)
+            cpu_before = cpu_snapshot(shop, conn)
+            log(f"== placing orders: {args.clients} clients for {args.seconds:g}s")
+            placing = asyncio.run(place_orders(shop, tokens, product_id, args.seconds))
+            cpu = cpu_used(cpu_before, cpu_snapshot(shop, conn))
+            _, confirmed_after, _ = _order_counts(conn)
+        log(
+            f"placed {len(placing.order_ids):,} orders in {placing.seconds:.1f}s; "
+            f"waiting for them to finish"
+        )
+        drained_s, left = wait_final(shop, args.drain_seconds)
+        result = outcome(url)
+        print_report(
+            args,
+            where,
+            url,
+            placing,
+            confirmed_after - confirmed_before,
+            drained_s,
+            result,
+            cpu,
+            commit,
+        )
+        if left:
+            log(f"{left} orders still unfinished after {args.drain_seconds:g}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
