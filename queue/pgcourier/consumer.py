@@ -104,6 +104,7 @@ class QueueConsumer:
             rows = await cur.fetchall()
         if len(rows) == 1 and rows[0][0] is None:
             return [], rows[0][5]
+        rows.sort(key=lambda row: row[0])  # UPDATE ... RETURNING keeps no order
         messages = [
             Message(self.queue, msg_id, read_ct, enqueued_at, payload, headers or {})
             for msg_id, read_ct, enqueued_at, payload, headers, _ in rows

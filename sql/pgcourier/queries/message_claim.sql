@@ -1,5 +1,9 @@
 -- Claims up to %(limit)s ready messages for %(vt_s)s seconds. Messages without an
--- ordering key are claimed oldest first; of those with a key (pgmq's x-pgmq-group
+-- ordering key are claimed in the order they became due (their vt, then msg_id),
+-- which walks pgmq's vt index from the oldest due message and stops: messages
+-- delayed into the future or in flight are never read, however many there are
+-- (ordering by msg_id alone would scan past all of them on every claim). Of those
+-- with a key (pgmq's x-pgmq-group
 -- header), only the oldest of each key, and only while it is ready: a key whose
 -- head is in flight or waiting for a retry is blocked, so one key runs one at a time.
 -- The vt conditions sit on the locked table so that a row claimed by a concurrent
@@ -12,7 +16,7 @@ unordered AS (
     FROM {queue} q, claim_at
     WHERE q.vt <= claim_at.at
       AND (q.headers IS NULL OR NOT q.headers ? 'x-pgmq-group')
-    ORDER BY q.msg_id
+    ORDER BY q.vt, q.msg_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 ),
