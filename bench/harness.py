@@ -176,6 +176,10 @@ class Producer(Protocol):
     def send_paced(self, total: int, rate: float) -> None: ...
 
 
+class Unavailable(Exception):
+    """Raised by a system's setup when it cannot run on this machine (it is skipped)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a system's messages go: the bench database, and RabbitMQ's URL if any."""

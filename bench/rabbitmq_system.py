@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
-from harness import BATCH, BENCH_DB, Link, System, Target, log, paced_async, record
+from harness import BATCH, BENCH_DB, Link, System, Target, Unavailable, log, paced_async, record
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 CONNECT_TIMEOUT_S = 5.0
@@ -221,24 +221,6 @@ def _cleanup(target: Target, counter: _Counter) -> None:
         log(f"rabbitmq: could not delete queue {target.queue} ({exc})")
 
 
-def _unavailable(reason: str) -> Exception:
-    """throughput.Unavailable, which is also a ConnectionError (an OSError).
-
-    When throughput.py runs as a script its loader catches `__main__.Unavailable`,
-    a different class from the `throughput.Unavailable` imported here; it also
-    catches OSError, so the exception is both.
-    """
-    try:
-        from throughput import Unavailable
-    except ImportError:  # pragma: no cover - loaded by something else
-        return ConnectionError(reason)
-
-    class RabbitUnavailable(Unavailable, ConnectionError):
-        pass
-
-    return RabbitUnavailable(reason)
-
-
 async def _probe(url: str) -> str:
     connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
     async with connection:
@@ -252,7 +234,7 @@ def system(url: str) -> System:
     try:
         server = asyncio.run(_probe(AMQP_URL))
     except Exception as exc:
-        raise _unavailable(f"cannot connect to {_shown(AMQP_URL)}: {exc!r}") from exc
+        raise Unavailable(f"cannot connect to {_shown(AMQP_URL)}: {exc!r}") from exc
     asyncio.run(_admin(target, "purge"))
     counter = _Counter()
     atexit.register(_cleanup, target, counter)

@@ -43,6 +43,7 @@ from harness import (
     Consumers,
     Results,
     System,
+    Unavailable,
     batches_of,
     bench_database,
     json_size,
@@ -55,10 +56,6 @@ from harness import (
 
 SYSTEMS = ("pgcourier", "pgmq", "pgqueuer", "procrastinate", "rabbitmq")
 REFERENCE = "pgcourier"
-
-
-class Unavailable(Exception):
-    """Raised by a system's setup when it cannot run on this machine."""
 
 
 def load_systems(names: Sequence[str], url: str) -> tuple[list[System], list[str]]:
