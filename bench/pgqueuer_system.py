@@ -148,7 +148,7 @@ def system(url: str) -> System:
         f"consumer process, batch_size={BATCH}, unlimited concurrent tasks, no-op entrypoint; "
         f"enqueue of lists of {BATCH}; LISTEN/NOTIFY (statement trigger on its table), "
         f"dequeue_timeout={DEQUEUE_TIMEOUT.total_seconds():.0f}s; durability=durable, "
-        "`pgq autovac` applied",
+        "`pgq autovac` applied; reset = TRUNCATE",
     )
 
 
