@@ -198,6 +198,12 @@ class System:
     reset: Callable[[Target], None]  # empty the queue, vacuum: every run starts alike
     pending: Callable[[Target], int]  # messages not yet completed
     describe: str = ""
+    # A slow system runs each throughput scenario on fewer messages, so that a full
+    # run stays within minutes; its rate is still messages over seconds.
+    max_messages: int | None = None
+
+    def messages(self, n: int) -> int:
+        return min(n, self.max_messages) if self.max_messages else n
 
     @contextlib.contextmanager
     def producer(self) -> Iterator[Producer]:

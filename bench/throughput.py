@@ -74,6 +74,7 @@ def load_systems(names: Sequence[str], url: str) -> tuple[list[System], list[str
 
 
 def drain(system: System, results: Results, n: int, consumers: int) -> None:
+    n = system.messages(n)
     payloads = [order_payload(i) for i in range(n)]
     batches = batches_of(payloads, BATCH)
     system.reset(system.target)
@@ -100,6 +101,7 @@ def drain(system: System, results: Results, n: int, consumers: int) -> None:
 
 
 def end_to_end(system: System, results: Results, n: int, consumers: int) -> None:
+    n = system.messages(n)
     payloads = [order_payload(i) for i in range(n)]
     batches = batches_of(payloads, BATCH)
     system.reset(system.target)
