@@ -440,8 +440,7 @@ async def test_worker_vacuums_a_queue_table_whose_dead_rows_pile_up(courier: Cou
     async def vacuums() -> int:
         return await scalar(
             courier,
-            "SELECT vacuum_count FROM pg_stat_user_tables"
-            " WHERE relid = 'pgmq.q_jobs'::regclass",
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgmq.q_jobs'::regclass",
         )
 
     assert await vacuums() == 0
