@@ -263,10 +263,16 @@ def table_reset(url: str, table: sql.Composable) -> None:
 
 
 @contextlib.contextmanager
-def bench_database() -> Iterator[tuple[str, str, list[str]]]:
-    """(url of a fresh, migrated bench database, the server, migrations applied)."""
+def bench_database(
+    migrate: Callable[[str], Any] | None = None, name: str = BENCH_DB
+) -> Iterator[tuple[str, str, list[str]]]:
+    """(url of a fresh, migrated bench database, the server, migrations applied).
+
+    migrate: an async function migrating a database URL (pgcourier's by default).
+    """
     from pgcourier.migrations import migrate_url
 
+    migrate = migrate or migrate_url
     url = os.environ.get("DATABASE_URL")
     server = None
     if url:
@@ -284,17 +290,17 @@ def bench_database() -> Iterator[tuple[str, str, list[str]]]:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(statement)
 
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     admin(drop)
-    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        bench_url = make_conninfo(url, dbname=BENCH_DB)
-        applied = asyncio.run(migrate_url(bench_url))
-        log(f"created and migrated database {BENCH_DB}: {', '.join(applied)}")
+        bench_url = make_conninfo(url, dbname=name)
+        applied = asyncio.run(migrate(bench_url))
+        log(f"created and migrated database {name}: {', '.join(applied)}")
         yield bench_url, where, applied
     finally:
         admin(drop)
-        log(f"dropped database {BENCH_DB}")
+        log(f"dropped database {name}")
         if server is not None:
             server.stop()
 

@@ -44,9 +44,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from harness import DATA_DIR, ROOT, log, rate, setting
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from harness import ROOT, bench_database, log, rate, setting
 
 sys.path.insert(0, str(ROOT))  # the services package lives at the repository root
 
@@ -79,36 +77,8 @@ def auth(token: str) -> dict[str, str]:
 @contextlib.contextmanager
 def shop_database() -> Iterator[tuple[str, str]]:
     """(admin url of a fresh database migrated with shop_migrate, where the server is)."""
-    url = os.environ.get("DATABASE_URL")
-    server = None
-    if url:
-        info = conninfo_to_dict(url)
-        where = f"DATABASE_URL (host {info.get('host', 'default')}, port {info.get('port', 5432)})"
-    else:
-        from pgcourier.embedded import EmbeddedPostgres
-
-        log(f"starting the embedded Postgres in {DATA_DIR.name}/")
-        server = EmbeddedPostgres(DATA_DIR)
-        url = server.url
-        where = f"embedded Postgres (pgserver), data in {DATA_DIR.name}/"
-
-    def admin(statement: sql.Composable) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(statement)
-
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SHOP_DB))
-    admin(drop)
-    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SHOP_DB)))
-    try:
-        shop_url = make_conninfo(url, dbname=SHOP_DB)
-        applied = asyncio.run(shop_migrate(shop_url))
-        log(f"created database {SHOP_DB}, shop_migrate applied {len(applied)} migrations")
-        yield shop_url, where
-    finally:
-        admin(drop)
-        log(f"dropped database {SHOP_DB}")
-        if server is not None:
-            server.stop()
+    with bench_database(shop_migrate, SHOP_DB) as (url, where, _):
+        yield url, where
 
 
 @dataclass
