@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -50,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from harness import DATA_DIR, bench_database, json_size, log, order_payload, setting
+from harness import DATA_DIR, bench_database, json_size, log, machine_facts, order_payload
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "ceiling"
 CLIENTS = (1, 4, 16)
@@ -338,22 +337,8 @@ def ceiling_rates(
 
 
 def facts(url: str, where: str, pgbench_path: str, size: float) -> list[tuple[str, str]]:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        affinity = os.cpu_count() or 0
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
-        ("cores", f"{os.cpu_count()} (usable by this process: {affinity}), load avg {load}"),
-        ("machine", f"{platform.machine()}, {platform.system()} {platform.release()}"),
-        ("server", where),
-        ("postgres", setting(url, "server_version")),
-        (
-            "settings",
-            f"synchronous_commit={setting(url, 'synchronous_commit')}, "
-            f"fsync={setting(url, 'fsync')}, shared_buffers={setting(url, 'shared_buffers')}, "
-            f"max_connections={setting(url, 'max_connections')}",
-        ),
+        *machine_facts(url, where),
         ("pgbench", f"{pgbench_path} ({pgbench_version(pgbench_path)}), -n -M prepared"),
         (
             "payload",

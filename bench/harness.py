@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -353,3 +354,24 @@ def record(link: Link, idx: int, latencies: list[float], sent_at: float | None) 
     if link.record_latency and sent_at is not None:
         latencies.append(time.monotonic() - sent_at)
     link.counts[idx] += 1
+
+
+def machine_facts(url: str, where: str) -> list[tuple[str, str]]:
+    """The lines every benchmark prints first: the machine, the server, its settings."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        affinity = os.cpu_count() or 0
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        ("cores", f"{os.cpu_count()} (usable by this process: {affinity}), load avg {load}"),
+        ("machine", f"{platform.machine()}, {platform.system()} {platform.release()}"),
+        ("server", where),
+        ("postgres", setting(url, "server_version")),
+        (
+            "settings",
+            f"synchronous_commit={setting(url, 'synchronous_commit')}, "
+            f"fsync={setting(url, 'fsync')}, shared_buffers={setting(url, 'shared_buffers')}, "
+            f"max_connections={setting(url, 'max_connections')}",
+        ),
+    ]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import platform
 import statistics
 import sys
@@ -48,9 +47,9 @@ from harness import (
     bench_database,
     json_size,
     log,
+    machine_facts,
     order_payload,
     rate,
-    setting,
     timed_payload,
 )
 
@@ -152,23 +151,9 @@ def latency(system: System, results: Results, seconds: float, per_s: float) -> N
 
 
 def facts(url: str, where: str, applied: list[str], systems: list[System]) -> list[tuple[str, str]]:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        affinity = os.cpu_count() or 0
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     pgmq_sql = [a.split("/", 1)[1] for a in applied if a.startswith("pgmq/")]
     found = [
-        ("cores", f"{os.cpu_count()} (usable by this process: {affinity}), load avg {load}"),
-        ("machine", f"{platform.machine()}, {platform.system()} {platform.release()}"),
-        ("server", where),
-        ("postgres", setting(url, "server_version")),
-        (
-            "settings",
-            f"synchronous_commit={setting(url, 'synchronous_commit')}, "
-            f"fsync={setting(url, 'fsync')}, shared_buffers={setting(url, 'shared_buffers')}, "
-            f"max_connections={setting(url, 'max_connections')}",
-        ),
+        *machine_facts(url, where),
         ("pgmq SQL", f"{pgmq_sql[0]}, SQL-only install" if pgmq_sql else "already present"),
         (
             "clients",
