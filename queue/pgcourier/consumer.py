@@ -96,7 +96,7 @@ class QueueConsumer:
 
     async def _claim(self, limit: int) -> tuple[list[Message], float | None]:
         """The claimed messages, and when nothing was claimed, seconds until the next is due."""
-        async with self.worker.courier.pool.connection() as conn:
+        async with self.worker.courier.statement_connection() as conn:
             cur = await conn.execute(
                 self._q_claim,
                 {"now": None, "limit": limit, "vt_s": self.settings.visibility_timeout_s},
@@ -210,7 +210,7 @@ class QueueConsumer:
                     )
                 )
         try:
-            async with self.worker.courier.pool.connection() as conn:
+            async with self.worker.courier.statement_connection() as conn:
                 if done:
                     await conn.execute(self._q_ack, {"msg_ids": done})
                 if retry_ids:
@@ -248,7 +248,7 @@ class QueueConsumer:
                 continue
             ids, read_cts = list(self.inflight), list(self.inflight.values())
             try:
-                async with self.worker.courier.pool.connection() as conn:
+                async with self.worker.courier.statement_connection() as conn:
                     await conn.execute(
                         self._q_extend,
                         {"now": None, "vt_s": vt, "msg_ids": ids, "read_cts": read_cts},

@@ -104,6 +104,23 @@ class Courier:
         except psycopg.Error as exc:
             raise wrap_driver_error(exc, queue) from exc
 
+    @contextlib.asynccontextmanager
+    async def statement_connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection in autocommit mode, for work that is one statement (or a
+        few independent ones): each commits on its own, without the BEGIN and COMMIT
+        round trips that would otherwise triple the cost of a claim, an ack or a send."""
+        async with self.pool.connection() as conn:
+            if conn.autocommit:
+                yield conn
+                return
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                # A broken connection is discarded by the pool whatever its mode.
+                with contextlib.suppress(psycopg.Error):
+                    await conn.set_autocommit(False)
+
     # -- queues and topics -------------------------------------------------
 
     async def queue_create(
@@ -270,8 +287,13 @@ class Courier:
         check_queue_name(queue)
         if not batch:
             return []
-        async with self.connection(conn, queue=queue) as c:
-            return await self._insert(c, queue, batch)
+        if conn is not None:
+            return await self._insert(conn, queue, batch)
+        try:
+            async with self.statement_connection() as c:
+                return await self._insert(c, queue, batch)
+        except psycopg.Error as exc:
+            raise wrap_driver_error(exc, queue) from exc
 
     async def _insert(
         self, conn: psycopg.AsyncConnection, queue: str, batch: Sequence[Outgoing]

@@ -201,7 +201,7 @@ class Worker:
         if queue in self._cannot_vacuum:
             return
         table = queue_table(queue).as_string(None)
-        async with self.courier.pool.connection() as conn:
+        async with self.courier.statement_connection() as conn:
             cur = await conn.execute(queries.query("queue_health"), {"table": table})
             row = await cur.fetchone()
             if row is None:
@@ -213,17 +213,12 @@ class Worker:
                 return
             if dead_rows < self.vacuum_dead_rows:
                 return
-            # VACUUM refuses to run inside a transaction block.
-            await conn.commit()
-            await conn.set_autocommit(True)
-            try:
-                await conn.execute(queries.queue_query("queue_vacuum", queue))
-            finally:
-                await conn.set_autocommit(False)
+            # VACUUM refuses to run inside a transaction block: this one is autocommit.
+            await conn.execute(queries.queue_query("queue_vacuum", queue))
         log.info("vacuumed %s (%d dead rows)", table, dead_rows)
 
     async def _prune(self) -> None:
-        async with self.courier.pool.connection() as conn:
+        async with self.courier.statement_connection() as conn:
             for consumer in self.consumers.values():
                 if consumer.settings.archive:
                     await conn.execute(
