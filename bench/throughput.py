@@ -99,7 +99,10 @@ def drain(system: System, results: Results, n: int, consumers: int) -> None:
     )
 
 
-def end_to_end(system: System, results: Results, n: int, consumers: int) -> None:
+def end_to_end(
+    system: System, results: Results, n: int, consumers: int, *, min_rate: float = 200
+) -> None:
+    """min_rate: messages/s below which the run gives up (after at least 60 s)."""
     n = system.messages(n)
     payloads = [order_payload(i) for i in range(n)]
     batches = batches_of(payloads, BATCH)
@@ -110,7 +113,7 @@ def end_to_end(system: System, results: Results, n: int, consumers: int) -> None
         t0 = time.perf_counter()
         producer.send_batches(batches)
         sent_s = time.perf_counter() - t0
-        group.wait_handled(n, timeout=max(60, n / 200))
+        group.wait_handled(n, timeout=max(60, n / min_rate))
         system.wait_drained()
         total_s = time.perf_counter() - t0
     scenario = f"end to end, {consumers} consumer{'s' if consumers > 1 else ''}"
