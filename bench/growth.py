@@ -64,6 +64,7 @@ from psycopg.types.json import Jsonb
 from throughput import end_to_end, facts
 
 from pgcourier import Courier
+from pgcourier.naming import queue_table
 from pgcourier.queries import queue_query
 
 PREFILLED_QUEUE = "bench_pgcourier_prefilled"
@@ -73,10 +74,6 @@ FAR_FUTURE = "100 years"
 RUN_HORIZON = "50 years"
 TARGET_RATIO = 0.80
 TICK_S = 0.02  # soak producer: sends what is due every 20 ms
-
-
-def _table(queue: str) -> sql.Identifier:
-    return sql.Identifier("pgmq", f"q_{queue}")
 
 
 # -- part 1: an empty queue versus one with a standing backlog -----------------------------
@@ -92,14 +89,14 @@ def prefill(url: str, queue: str, n: int) -> None:
         "'cust-' || lpad((i %% 99991)::text, 5, '0'), 'amount_cents', 1999 + i %% 5000, "
         "'currency', 'EUR', 'note', 'gift wrap') "
         "FROM generate_series(1, %s) AS i"
-    ).format(_table(queue), sql.Literal(FAR_FUTURE))
+    ).format(queue_table(queue), sql.Literal(FAR_FUTURE))
     with psycopg.connect(url, autocommit=True) as conn:
         t0 = time.perf_counter()
         conn.execute(insert, [n])
         insert_s = time.perf_counter() - t0
         # Settle the table (visibility map, statistics) before anything is timed, as
         # autovacuum would soon after such an insert (the queue's insert threshold is 10k).
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(_table(queue)))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(queue_table(queue)))
         total_s = time.perf_counter() - t0
     log(
         f"prefilled {queue} with {n:,} messages in {insert_s:.1f}s "
@@ -113,10 +110,10 @@ def _reset_run_messages(target: Target) -> None:
         # The run's messages are due within 50 years; the standing ones in 100.
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE vt < now() + {}::interval").format(
-                _table(target.queue), sql.Literal(RUN_HORIZON)
+                queue_table(target.queue), sql.Literal(RUN_HORIZON)
             )
         )
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(_table(target.queue)))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(queue_table(target.queue)))
 
 
 def _pending_run_messages(target: Target) -> int:
@@ -124,7 +121,7 @@ def _pending_run_messages(target: Target) -> int:
         # Ready or in flight (vt within 50 years), by the queue's vt index.
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE vt < now() + {}::interval").format(
-                _table(target.queue), sql.Literal(RUN_HORIZON)
+                queue_table(target.queue), sql.Literal(RUN_HORIZON)
             )
         ).fetchone()
     return int(row[0]) if row else 0
@@ -137,7 +134,7 @@ def _standing(url: str, queue: str) -> tuple[int, int]:
             sql.SQL(
                 "SELECT count(*), coalesce(max(read_ct), 0) FROM {} "
                 "WHERE vt >= now() + {}::interval"
-            ).format(_table(queue), sql.Literal(RUN_HORIZON))
+            ).format(queue_table(queue), sql.Literal(RUN_HORIZON))
         ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
@@ -312,7 +309,7 @@ def _sample(conn: psycopg.Connection, queue: str, t: float, sent: int, handled: 
             "SELECT pg_total_relation_size(s.relid), s.n_live_tup, s.n_dead_tup, "
             "s.autovacuum_count, s.vacuum_count, (SELECT count(*) FROM {}) "
             "FROM pg_stat_user_tables s WHERE s.relid = %s::regclass"
-        ).format(_table(queue)),
+        ).format(queue_table(queue)),
         [f"pgmq.q_{queue}"],
     ).fetchone()
     assert row is not None

@@ -24,6 +24,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgcourier.naming import queue_table
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".pgdata-bench"
 # One database per run, so concurrent benchmark runs never share (or drop) one.
@@ -254,6 +256,15 @@ def table_rows(url: str, table: sql.Composable) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
     return int(row[0]) if row else 0
+
+
+def queue_rows(target: Target) -> int:
+    """Messages left in a pgmq queue table (pgcourier's and raw pgmq's systems)."""
+    return table_rows(target.url, queue_table(target.queue))
+
+
+def queue_reset(target: Target) -> None:
+    table_reset(target.url, queue_table(target.queue))
 
 
 def table_reset(url: str, table: sql.Composable) -> None:

@@ -13,11 +13,10 @@ from harness import (
     System,
     Target,
     paced_async,
+    queue_reset,
+    queue_rows,
     record,
-    table_reset,
-    table_rows,
 )
-from psycopg import sql
 
 from pgcourier import Context, Courier, Message, Worker
 
@@ -77,10 +76,6 @@ class Producer:
             await self.courier.send(self.queue, payload(i))
 
 
-def _table(target: Target) -> sql.Identifier:
-    return sql.Identifier("pgmq", f"q_{target.queue}")
-
-
 def system(url: str) -> System:
     target = Target(url, "bench_pgcourier")
 
@@ -94,8 +89,8 @@ def system(url: str) -> System:
         target,
         consumer,
         Producer,
-        reset=lambda t: table_reset(t.url, _table(t)),
-        pending=lambda t: table_rows(t.url, _table(t)),
+        reset=queue_reset,
+        pending=queue_rows,
         describe=f"1 Worker + Courier per consumer process, batch_size={BATCH}, "
         f"concurrency={BATCH}, LISTEN/NOTIFY, poll_interval=1s",
     )

@@ -14,13 +14,12 @@ from harness import (
     System,
     Target,
     paced,
+    queue_reset,
+    queue_rows,
     record,
-    table_reset,
-    table_rows,
     wait_for_go,
 )
 from pgmq.queue import PGMQueue
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 # The client gets its own psycopg pool (PGMQueue(pool=...)): its conn_string parser
@@ -66,10 +65,6 @@ class Producer:
             self.client.send(self.queue, payload(i))
 
 
-def _table(target: Target) -> sql.Identifier:
-    return sql.Identifier("pgmq", f"q_{target.queue}")
-
-
 def system(url: str) -> System:
     target = Target(url, "bench_pgmq")
     with ConnectionPool(url, min_size=1, max_size=1) as pool:
@@ -79,8 +74,8 @@ def system(url: str) -> System:
         target,
         consumer,
         Producer,
-        reset=lambda t: table_reset(t.url, _table(t)),
-        pending=lambda t: table_rows(t.url, _table(t)),
+        reset=queue_reset,
+        pending=queue_rows,
         describe=f"PGMQueue (sync, psycopg) per process, send_batch({BATCH}), "
         f"read(qty={BATCH}) + delete_batch, {POLL_S * 1000:.0f} ms sleep when empty",
     )
