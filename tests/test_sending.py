@@ -1,3 +1,5 @@
+import uuid
+
 import psycopg
 import pytest
 
@@ -120,7 +122,32 @@ async def test_payload_that_is_not_json_is_rejected_and_nothing_is_written(
         await courier.send_batch("jobs", [{"ok": 1}, {"bad": object()}])
     with pytest.raises(InvalidMessageError, match="JSON"):
         await courier.send("jobs", {"nan": float("nan")})
+    with pytest.raises(InvalidMessageError, match="infinity"):
+        await courier.send("jobs", {"deep": [None, {"x": float("-inf")}]})
+    with pytest.raises(InvalidMessageError, match="headers"):
+        await courier.send("jobs", {}, headers={"h": float("nan")})
     assert await count(courier, "jobs") == 0
+
+
+async def test_payloads_keep_what_json_allows_beyond_64_bit_ints_and_string_keys(
+    courier: Courier,
+) -> None:
+    await courier.queue_create("jobs")
+    payload = {"big": 2**70, "keys": {1: "one"}, "none": None, "text": 'quote " é'}
+    msg_id = await courier.send("jobs", payload, correlation_id='say "hi"')
+    stored = await scalar(courier, "SELECT message FROM pgmq.q_jobs WHERE msg_id = %s", [msg_id])
+    headers = await scalar(courier, "SELECT headers FROM pgmq.q_jobs WHERE msg_id = %s", [msg_id])
+    assert stored == {"big": 2**70, "keys": {"1": "one"}, "none": None, "text": 'quote " é'}
+    assert headers["correlation_id"] == 'say "hi"'
+
+
+async def test_message_ids_are_distinct_version_4_uuids(courier: Courier) -> None:
+    await courier.queue_create("jobs")
+    await courier.send_batch("jobs", [{"n": n} for n in range(500)])
+    ids = await scalar(courier, "SELECT array_agg(headers ->> 'message_id') FROM pgmq.q_jobs")
+    parsed = [uuid.UUID(i) for i in ids]
+    assert len(set(parsed)) == 500
+    assert {(u.version, u.variant) for u in parsed} == {(4, uuid.RFC_4122)}
 
 
 async def test_payload_over_the_size_limit_is_rejected(database_url: str) -> None:

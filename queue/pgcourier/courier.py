@@ -300,7 +300,12 @@ class Courier:
     ) -> list[int]:
         try:
             cur = await conn.execute(
-                queries.queue_query("message_send", queue),
+                queries.queue_query(
+                    "message_send_idempotent"
+                    if any(o.idempotent for o in batch)
+                    else "message_send",
+                    queue,
+                ),
                 {
                     "now": None,
                     "messages": [o.payload for o in batch],

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from .errors import InvalidMessageError, PayloadTooLargeError
 
@@ -35,17 +37,61 @@ class Outgoing:
     headers: str
     delay_s: float
     message_id: str
+    # Carries an idempotency key: sent with ON CONFLICT, whose speculative insertion
+    # costs every row of a batch, so only where it can matter.
+    idempotent: bool = False
+
+
+def encode_json(value: Any, *, what: str = "payload") -> bytes:
+    """JSON as UTF-8 bytes. orjson does the work (~15x faster than the standard
+    library, which a batch of 100 small messages would spend most of its time in);
+    what it refuses and the standard library takes (integers over 64 bits, non-string
+    keys) goes through the standard library. NaN and infinities are rejected: JSON
+    has no such numbers, and orjson would quietly write them as null."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError:
+        try:
+            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessageError(f"{what} is not JSON-serialisable: {exc}") from None
+    if b"null" in data and _has_non_finite(value):
+        raise InvalidMessageError(f"{what} is not JSON-serialisable: NaN or infinity")
+    return data
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def encode_payload(payload: Any, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
-    try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessageError(f"payload is not JSON-serialisable: {exc}") from None
-    size = len(text.encode())
-    if size > max_bytes:
-        raise PayloadTooLargeError(f"payload is {size} bytes, over the limit of {max_bytes} bytes")
-    return text
+    data = encode_json(payload)
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(
+            f"payload is {len(data)} bytes, over the limit of {max_bytes} bytes"
+        )
+    return data.decode()
+
+
+# uuid4's variant nibble: 10xx in binary.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_message_ids(count: int) -> list[str]:
+    """Random (version 4) UUIDs as strings, from one read of the system's random source:
+    `str(uuid.uuid4())` per message costs more than encoding the message."""
+    raw = os.urandom(16 * count).hex()
+    ids = []
+    for i in range(0, 32 * count, 32):
+        h = raw[i : i + 32]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
+    return ids
 
 
 def check_delay(delay: float) -> float:
@@ -101,16 +147,19 @@ def build_outgoing_batch(
         common[IDEMPOTENCY_KEY] = idempotency_key
     if ordering_key is not None:
         common[ORDERING_KEY] = ordering_key
+    common.pop(CORRELATION_ID, None)
+    # The envelope is the common part, encoded once, plus each message's id: ids are
+    # hex and dashes, so they are spliced in without escaping.
+    head = encode_json(common, what="headers").decode()[:-1] + ',"message_id":"'
+    shared_correlation = None
+    if correlation_id is not None:
+        shared_correlation = encode_json(correlation_id).decode()
     batch = []
-    for payload in payloads:
+    for payload, message_id in zip(payloads, new_message_ids(len(payloads)), strict=True):
         body = encode_payload(payload, max_bytes=max_payload_bytes)
-        message_id = str(uuid.uuid4())
-        envelope = {**common, MESSAGE_ID: message_id, CORRELATION_ID: correlation_id or message_id}
-        try:
-            header_text = json.dumps(envelope, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidMessageError(f"headers are not JSON-serialisable: {exc}") from None
-        batch.append(Outgoing(body, header_text, delay_s, message_id))
+        correlation = shared_correlation or f'"{message_id}"'
+        header_text = f'{head}{message_id}","correlation_id":{correlation}}}'
+        batch.append(Outgoing(body, header_text, delay_s, message_id, idempotency_key is not None))
     return batch
 
 
