@@ -459,3 +459,41 @@ async def test_worker_vacuums_a_queue_table_whose_dead_rows_pile_up(courier: Cou
         )
         < 500
     )
+
+
+async def test_worker_that_found_nothing_sits_out_notifications_for_its_backoff(
+    courier: Courier,
+) -> None:
+    # Every worker of a queue is woken by each NOTIFY; one that came back empty-handed
+    # (here: the first claim, on an empty queue) waits before racing for the next.
+    await courier.queue_create("jobs")
+    handled_at: list[float] = []
+
+    async def handle(message: Message, ctx: Context) -> None:
+        handled_at.append(time.monotonic())
+
+    patient = Worker(courier, poll_interval=30, empty_claim_backoff=1.0)
+    patient.handle("jobs", handle)
+    async with running(patient):
+        await asyncio.sleep(0.1)
+        sent_at = time.monotonic()
+        await courier.send("jobs", {})
+        await wait_until(lambda: handled_at, within=5)
+    assert 0.5 <= handled_at[0] - sent_at < 2.0, handled_at[0] - sent_at
+
+    eager = Worker(courier, poll_interval=30, empty_claim_backoff=0)
+    eager.handle("jobs", handle)
+    async with running(eager):
+        await asyncio.sleep(0.1)
+        sent_at = time.monotonic()
+        await courier.send("jobs", {})
+        await wait_until(lambda: len(handled_at) == 2, within=5)
+    assert handled_at[1] - sent_at < 0.5, handled_at[1] - sent_at
+
+
+@pytest.mark.parametrize(
+    "options", [{"empty_claim_backoff": -0.1}, {"poll_interval": 0}, {"concurrency": 0}]
+)
+async def test_worker_refuses_options_out_of_range(courier: Courier, options: dict) -> None:
+    with pytest.raises(ConfigurationError):
+        Worker(courier, **options)

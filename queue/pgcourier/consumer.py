@@ -54,6 +54,7 @@ class QueueConsumer:
         self._flush_needed = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self.handler_tasks: set[asyncio.Task[None]] = set()
+        self._empty_claims = 0  # in a row
         ack = "message_archive" if settings.archive else "message_delete"
         self._q_claim = queries.queue_query("message_claim", self.queue)
         self._q_ack = queries.queue_query(ack, self.queue)
@@ -71,13 +72,26 @@ class QueueConsumer:
                 await worker.wait_for_slots()
                 continue
             self.wake.clear()
+            # Finished messages ride along with the claim (see message_claim.sql);
+            # archiving queues acknowledge through the flusher, which moves rows.
+            acks: list[int] = []
+            if not self.settings.archive:
+                acks, self._done = self._done, []
             try:
-                messages, next_due_s = await self._claim(wanted)
+                messages, next_due_s = await self._claim(wanted, acks)
             except (psycopg.Error, PgCourierError) as exc:
+                self._done.extend(acks)
+                self._flush_needed.set()
                 worker.release_slots(wanted)
                 log.warning("claiming from %s failed: %s", self.queue, exc)
                 await self._sleep_until_woken(worker.poll_interval)
                 continue
+            for msg_id in acks:
+                self.inflight.pop(msg_id, None)
+            if acks and self._key_released:
+                # An acknowledged message may have been the head of its ordering key:
+                # the claim that deleted it could not yet see the next one.
+                self.wake.set()
             worker.release_slots(wanted - len(messages))
             for message in messages:
                 self._start(message)
@@ -86,6 +100,21 @@ class QueueConsumer:
             wait_s = worker.poll_interval
             if next_due_s is not None:
                 wait_s = min(wait_s, max(next_due_s, 0.001))
+            if messages:
+                self._empty_claims = 0
+            elif worker.empty_claim_backoff:
+                # Every worker listening on the queue is woken by each NOTIFY and one
+                # of them gets the batch: the others sit out notifications for a
+                # while (longer the more often they lose), so a busy queue is claimed
+                # in big batches by a few rather than raced for by all.
+                backoff_s = min(
+                    worker.empty_claim_backoff * 2**self._empty_claims,
+                    worker.empty_claim_backoff * 16,
+                    wait_s,
+                )
+                self._empty_claims += 1
+                await asyncio.sleep(backoff_s)
+                wait_s -= backoff_s
             await self._sleep_until_woken(wait_s)
 
     async def _sleep_until_woken(self, wait_s: float) -> None:
@@ -94,12 +123,18 @@ class QueueConsumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), wait_s)
 
-    async def _claim(self, limit: int) -> tuple[list[Message], float | None]:
-        """The claimed messages, and when nothing was claimed, seconds until the next is due."""
+    async def _claim(self, limit: int, acks: list[int]) -> tuple[list[Message], float | None]:
+        """Acknowledges `acks` and claims; returns the claimed messages and, when nothing
+        was claimed, seconds until the next is due."""
         async with self.worker.courier.statement_connection() as conn:
             cur = await conn.execute(
                 self._q_claim,
-                {"now": None, "limit": limit, "vt_s": self.settings.visibility_timeout_s},
+                {
+                    "now": None,
+                    "limit": limit,
+                    "vt_s": self.settings.visibility_timeout_s,
+                    "ack_ids": acks,
+                },
             )
             rows = await cur.fetchall()
         if len(rows) == 1 and rows[0][0] is None:
@@ -166,6 +201,9 @@ class QueueConsumer:
         while True:
             await self._flush_needed.wait()
             self._flush_needed.clear()
+            # Handlers that free slots wake the claim loop too: let it run first and
+            # take the acknowledgements along with its claim.
+            await asyncio.sleep(0)
             await self.flush()
 
     async def flush(self) -> None:

@@ -1,8 +1,10 @@
 """The Worker: routes messages of several queues to handlers, with bounded concurrency.
 
 Woken by LISTEN/NOTIFY on its own connection, and polling every `poll_interval`
-seconds whatever happens to notifications. `stop()` stops claiming, lets in-flight
-handlers finish (up to `shutdown_timeout`) and acknowledges what they finished.
+seconds whatever happens to notifications; a claim that comes back empty (another
+worker was quicker) makes it sit out notifications for `empty_claim_backoff` seconds,
+doubling while it keeps losing. `stop()` stops claiming, lets in-flight handlers
+finish (up to `shutdown_timeout`) and acknowledges what they finished.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Worker:
         concurrency: int = 50,
         batch_size: int = 50,
         poll_interval: float = 1.0,
+        empty_claim_backoff: float = 0.002,
         listen: bool = True,
         listen_conninfo: str | None = None,
         shutdown_timeout: float = 30.0,
@@ -43,10 +46,13 @@ class Worker:
             raise ConfigurationError("concurrency and batch_size must be at least 1")
         if poll_interval <= 0:
             raise ConfigurationError("poll_interval must be positive")
+        if empty_claim_backoff < 0:
+            raise ConfigurationError("empty_claim_backoff must not be negative")
         self.courier = courier
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.empty_claim_backoff = empty_claim_backoff
         self.listen = listen
         self.listen_conninfo = listen_conninfo or courier.conninfo
         self.shutdown_timeout = shutdown_timeout
