@@ -20,6 +20,7 @@ import psycopg
 from . import queries
 from .context import Context, Route
 from .courier import QueueSettings
+from .eager import start_eagerly
 from .errors import NoHandlerError, PgCourierError, RejectMessage
 from .message import Message
 
@@ -150,9 +151,10 @@ class QueueConsumer:
 
     def _start(self, message: Message) -> None:
         self.inflight[message.msg_id] = message.attempt
-        task = asyncio.create_task(self._handle(message))
-        self.handler_tasks.add(task)
-        task.add_done_callback(self.handler_tasks.discard)
+        task = start_eagerly(self._handle(message))
+        if task is not None:
+            self.handler_tasks.add(task)
+            task.add_done_callback(self.handler_tasks.discard)
 
     async def _handle(self, message: Message) -> None:
         route = self.routes.get(message.type) or self.routes.get(None)
