@@ -1,4 +1,7 @@
-"""pgcourier: one Worker per consumer process, batches of 100, LISTEN/NOTIFY."""
+"""pgcourier: one Worker per consumer process, batches of 100, LISTEN/NOTIFY.
+
+Configured as the README recommends for throughput: concurrency twice the batch
+size, so that the next batch is being claimed while the last one is handled."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def consumer(link: Link, idx: int) -> None:
 async def _consume(link: Link, idx: int) -> None:
     latencies: list[float] = []
     async with Courier(link.target.url) as courier:
-        worker = Worker(courier, concurrency=BATCH, batch_size=BATCH, poll_interval=1.0)
+        worker = Worker(courier, concurrency=2 * BATCH, batch_size=BATCH, poll_interval=1.0)
 
         async def handler(message: Message, ctx: Context) -> None:
             record(link, idx, latencies, message.payload.get("t"))
@@ -92,5 +95,5 @@ def system(url: str) -> System:
         reset=queue_reset,
         pending=queue_rows,
         describe=f"1 Worker + Courier per consumer process, batch_size={BATCH}, "
-        f"concurrency={BATCH}, LISTEN/NOTIFY, poll_interval=1s",
+        f"concurrency={2 * BATCH}, LISTEN/NOTIFY, poll_interval=1s",
     )
