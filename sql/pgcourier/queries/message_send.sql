@@ -7,4 +7,4 @@ SELECT coalesce(%(now)s::timestamptz, clock_timestamp()) + make_interval(secs =>
 FROM unnest(%(messages)b::text[]::jsonb[], %(headers)b::text[]::jsonb[], %(delays)b::float8[])
      WITH ORDINALITY AS t(message, headers, delay_s, position)
 ORDER BY t.position
-RETURNING msg_id, headers ->> 'message_id' AS message_id
+RETURNING msg_id

@@ -8,4 +8,4 @@ FROM unnest(%(messages)b::text[]::jsonb[], %(headers)b::text[]::jsonb[], %(delay
      WITH ORDINALITY AS t(message, headers, delay_s, position)
 ORDER BY t.position
 ON CONFLICT ((headers ->> 'idempotency_key')) WHERE headers ? 'idempotency_key' DO NOTHING
-RETURNING msg_id, headers ->> 'message_id' AS message_id
+RETURNING msg_id
