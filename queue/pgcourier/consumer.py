@@ -73,26 +73,13 @@ class QueueConsumer:
                 await worker.wait_for_slots()
                 continue
             self.wake.clear()
-            # Finished messages ride along with the claim (see message_claim.sql);
-            # archiving queues acknowledge through the flusher, which moves rows.
-            acks: list[int] = []
-            if not self.settings.archive:
-                acks, self._done = self._done, []
             try:
-                messages, next_due_s = await self._claim(wanted, acks)
+                messages, next_due_s = await self._claim(wanted)
             except (psycopg.Error, PgCourierError) as exc:
-                self._done.extend(acks)
-                self._flush_needed.set()
                 worker.release_slots(wanted)
                 log.warning("claiming from %s failed: %s", self.queue, exc)
                 await self._sleep_until_woken(worker.poll_interval)
                 continue
-            for msg_id in acks:
-                self.inflight.pop(msg_id, None)
-            if acks and self._key_released:
-                # An acknowledged message may have been the head of its ordering key:
-                # the claim that deleted it could not yet see the next one.
-                self.wake.set()
             worker.release_slots(wanted - len(messages))
             for message in messages:
                 self._start(message)
@@ -124,9 +111,8 @@ class QueueConsumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), wait_s)
 
-    async def _claim(self, limit: int, acks: list[int]) -> tuple[list[Message], float | None]:
-        """Acknowledges `acks` and claims; returns the claimed messages and, when nothing
-        was claimed, seconds until the next is due."""
+    async def _claim(self, limit: int) -> tuple[list[Message], float | None]:
+        """The claimed messages, and when nothing was claimed, seconds until the next is due."""
         async with self.worker.courier.statement_connection() as conn:
             cur = await conn.execute(
                 self._q_claim,
@@ -134,7 +120,6 @@ class QueueConsumer:
                     "now": None,
                     "limit": limit,
                     "vt_s": self.settings.visibility_timeout_s,
-                    "ack_ids": acks,
                 },
             )
             rows = await cur.fetchall()
@@ -203,9 +188,6 @@ class QueueConsumer:
         while True:
             await self._flush_needed.wait()
             self._flush_needed.clear()
-            # Handlers that free slots wake the claim loop too: let it run first and
-            # take the acknowledgements along with its claim.
-            await asyncio.sleep(0)
             await self.flush()
 
     async def flush(self) -> None:

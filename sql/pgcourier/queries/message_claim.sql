@@ -8,18 +8,11 @@
 -- head is in flight or waiting for a retry is blocked, so one key runs one at a time.
 -- The vt conditions sit on the locked table so that a row claimed by a concurrent
 -- transaction is re-checked, not claimed twice.
--- %(ack_ids)s: messages this worker has finished, deleted in the same statement, so
--- a busy consumer commits once per batch rather than once for the acknowledgement
--- and once for the next claim. They are kept out of the claim: one statement must
--- not both delete and update a row (one whose lease ran out could otherwise be both).
-WITH acked AS (
-    DELETE FROM {queue} WHERE msg_id = ANY(%(ack_ids)s::bigint[])
-),
-claim_at AS (
+WITH claim_at AS (
     -- The claim commits without waiting for its WAL to reach disk (this statement is
-    -- its own transaction: the worker runs it in autocommit). Losing it in a crash
-    -- loses leases and acknowledgements, so those messages are delivered again:
-    -- at-least-once holds, and a claim's round trip is a third shorter.
+    -- its own transaction: the worker runs it in autocommit). A claim lost in a crash
+    -- is a lease lost: the message is claimed again, as at-least-once allows, and a
+    -- claim's round trip is a third shorter.
     SELECT coalesce(%(now)s::timestamptz, clock_timestamp()) AS at,
            set_config('synchronous_commit', 'off', true) AS commit_mode
 ),
@@ -28,7 +21,6 @@ unordered AS (
     FROM {queue} q, claim_at
     WHERE q.vt <= claim_at.at
       AND (q.headers IS NULL OR NOT q.headers ? 'x-pgmq-group')
-      AND q.msg_id <> ALL(%(ack_ids)s::bigint[])
     ORDER BY q.vt, q.msg_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
@@ -46,7 +38,6 @@ ordered AS (
     SELECT q.msg_id
     FROM {queue} q JOIN heads USING (msg_id), claim_at
     WHERE q.vt <= claim_at.at
-      AND q.msg_id <> ALL(%(ack_ids)s::bigint[])
     ORDER BY q.msg_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
