@@ -61,7 +61,7 @@ from harness import (
 )
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from throughput import end_to_end, facts
+from throughput import end_to_end, facts, print_cpu
 
 from pgcourier import Courier
 from pgcourier.naming import queue_table
@@ -181,7 +181,7 @@ def claim_cost(url: str, queue: str, ready: int = BATCH) -> ClaimCost:
     it and the claim leave no trace.
     """
     claim = queue_query("message_claim", queue)
-    params = {"now": None, "limit": ready, "vt_s": VT_S, "ack_ids": []}
+    params = {"now": None, "limit": ready, "vt_s": VT_S}
     payloads = [Jsonb(order_payload(i)) for i in range(ready)]
     found: dict[str, Any] = {}
     with psycopg.connect(url) as conn:
@@ -501,6 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{key:<{width}}  {value}")
     if args.only != "soak":
         print_prefill(results, costs, args.prefill, args.rounds)
+        print_cpu(results, systems)
     if args.only != "prefill":
         print_soak(peak, samples, args.soak_seconds, vacuum)
     return 0

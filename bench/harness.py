@@ -326,6 +326,15 @@ class Results:
     samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
+    # (scenario, system, kind) -> samples of CPU microseconds per message (or cores)
+    cpu: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+
+    def add_cpu(self, scenario: str, system: str, kind: str, value: float) -> None:
+        self.cpu.setdefault((scenario, system, kind), []).append(value)
+
+    def cpu_value(self, scenario: str, system: str, kind: str) -> float | None:
+        samples = self.cpu.get((scenario, system, kind))
+        return statistics.median(samples) if samples else None
 
     def add(self, scenario: str, system: str, value: float, unit: str) -> None:
         if scenario not in self.units:

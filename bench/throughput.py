@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
+from cpu import CpuSampler
 from harness import (
     BATCH,
     LATENCY_WARMUP,
@@ -110,14 +111,20 @@ def end_to_end(
     with system.producer() as producer, Consumers(system, consumers) as group:
         group.start()
         group.wait_running()
-        t0 = time.perf_counter()
-        producer.send_batches(batches)
-        sent_s = time.perf_counter() - t0
-        group.wait_handled(n, timeout=max(60, n / min_rate))
-        system.wait_drained()
-        total_s = time.perf_counter() - t0
+        with CpuSampler({p.pid for p in group.procs if p.pid}) as cpu:
+            t0 = time.perf_counter()
+            producer.send_batches(batches)
+            sent_s = time.perf_counter() - t0
+            group.wait_handled(n, timeout=max(60, n / min_rate))
+            system.wait_drained()
+            total_s = time.perf_counter() - t0
     scenario = f"end to end, {consumers} consumer{'s' if consumers > 1 else ''}"
     results.add(scenario, system.name, rate(n, total_s), "msg/s")
+    if cpu.available:
+        per_message = cpu.per_message(n)
+        for kind, us in per_message.items():
+            results.add_cpu(scenario, system.name, kind, us)
+        results.add_cpu(scenario, system.name, "cores", sum(cpu.seconds().values()) / total_s)
     log(
         f"{system.name:<9} {scenario}: {total_s:.2f}s, {rate(n, total_s):,.0f} msg/s "
         f"(producer done after {sent_s:.2f}s)"
@@ -210,12 +217,34 @@ def print_report(
                 f"{label:<{name_w}}  {system.name:<{sys_w}}  {shown:>14}  {ratio:>12}  {spread:<11}"
             )
             print(line.rstrip())
+    print_cpu(results, systems)
     print()
     print("msg/s: higher is better; ms: lower is better. 'vs pgcourier': the system's result")
     print(
         f"over pgcourier's, median (and range) over the {rounds} round(s), each round running"
         " every system back to back; enqueue only is measured by each drain run's prefill."
     )
+
+
+def print_cpu(results: Results, systems: list[System]) -> None:
+    """CPU per message by kind of process, medians over the rounds (Linux only)."""
+    if not results.cpu:
+        return
+    print()
+    print("CPU per message (us), end to end: server = Postgres (RabbitMQ's broker for")
+    print("rabbitmq), producer = the benchmark's sending process; cores = CPU used / wall time")
+    kinds = ("server", "consumers", "producer", "other")
+    header = "".join(f"{k:>10}" for k in (*kinds, "total"))
+    print(f"{'scenario':<24}  {'system':<13}{header}{'cores':>7}")
+    for scenario in results.order:
+        for system in systems:
+            per_kind = {k: results.cpu_value(scenario, system.name, k) for k in (*kinds, "cores")}
+            if per_kind["server"] is None:
+                continue
+            total = sum(per_kind[k] or 0 for k in kinds)
+            cells = "".join(f"{per_kind[k] or 0:>10.1f}" for k in kinds)
+            cores = per_kind["cores"] or 0
+            print(f"{scenario:<24}  {system.name:<13}{cells}{total:>10.1f}{cores:>7.2f}")
 
 
 def _fmt(value: float, unit: str) -> str:

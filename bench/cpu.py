@@ -1,0 +1,86 @@
+"""Where the CPU goes: seconds of CPU per message, by kind of process, during a run.
+
+On a 2-core machine, producer, consumers and Postgres share the cores, so a system's
+throughput is bounded by its CPU per message as much as by round trips. This reads
+/proc (Linux only; elsewhere `CpuSampler.available` is False and nothing is
+measured) every 50 ms while a scenario runs, and keeps each process's last reading,
+so that backends which exit before the end (a consumer's connections) still count.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+PROC = Path("/proc")
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+SERVERS = ("postgres", "beam.smp")  # process names of the servers the systems talk to
+
+
+def _cpu_by_pid() -> dict[int, tuple[str, float]]:
+    found = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / TICKS)
+    return found
+
+
+class CpuSampler:
+    """Use as `with CpuSampler(consumer_pids) as cpu: ...`, then `cpu.per_message(n)`."""
+
+    available = PROC.joinpath("self", "stat").exists()
+
+    def __init__(self, consumer_pids: set[int] | None = None) -> None:
+        self.consumer_pids = consumer_pids or set()
+        self._start: dict[int, tuple[str, float]] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        if self.available:
+            self._start = _cpu_by_pid()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+            self._last.update(_cpu_by_pid())
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._last.update(_cpu_by_pid())
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds spent during the run: server (Postgres, or RabbitMQ's Erlang VM),
+        consumer processes, producer (this process), other (anything else running)."""
+        me = os.getpid()
+        spent = {"server": 0.0, "consumers": 0.0, "producer": 0.0, "other": 0.0}
+        for pid, (name, cpu) in self._last.items():
+            used = cpu - self._start.get(pid, (name, 0.0))[1]
+            if used <= 0:
+                continue
+            if name.startswith(SERVERS):
+                kind = "server"
+            elif pid in self.consumer_pids:
+                kind = "consumers"
+            elif pid == me:
+                kind = "producer"  # the benchmark's own process: it sends
+            else:
+                kind = "other"
+            spent[kind] += used
+        return spent
+
+    def per_message(self, messages: int) -> dict[str, float]:
+        """Microseconds of CPU per message, by kind."""
+        return {k: v / messages * 1e6 for k, v in self.seconds().items()}
