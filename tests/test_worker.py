@@ -6,7 +6,15 @@ from collections import Counter
 
 import pytest
 
-from pgcourier import ConfigurationError, Context, Courier, Message, QueueNotFoundError, Worker
+from pgcourier import (
+    ConfigurationError,
+    Context,
+    Courier,
+    Message,
+    QueueNotFoundError,
+    Worker,
+    queries,
+)
 from tests.helpers import running, scalar, wait_until
 
 
@@ -497,3 +505,21 @@ async def test_worker_that_found_nothing_sits_out_notifications_for_its_backoff(
 async def test_worker_refuses_options_out_of_range(courier: Courier, options: dict) -> None:
     with pytest.raises(ConfigurationError):
         Worker(courier, **options)
+
+
+async def test_claim_commits_without_waiting_for_the_disk_and_only_for_itself(
+    courier: Courier,
+) -> None:
+    await courier.queue_create("jobs")
+    await courier.send("jobs", {"n": 1})
+    claim = queries.queue_query("message_claim", "jobs")
+    async with courier.pool.connection() as conn:
+        cur = await conn.execute("SHOW synchronous_commit")
+        before = await cur.fetchone()
+        async with conn.transaction(force_rollback=True):
+            cur = await conn.execute(claim, {"now": None, "limit": 10, "vt_s": 30})
+            assert [row[0] is not None for row in await cur.fetchall()] == [True]
+            cur = await conn.execute("SHOW synchronous_commit")
+            assert (await cur.fetchone()) == ("off",)
+        cur = await conn.execute("SHOW synchronous_commit")
+        assert (await cur.fetchone()) == before
