@@ -40,6 +40,7 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.lock
 bench: $(BENCH_STAMP)
 	@set -o pipefail; { \
 	  $(PY) bench/throughput.py $(BENCH_ARGS) && \
+	  $(PY) bench/latency_path.py && \
 	  $(PY) bench/ceiling.py && \
 	  $(PY) bench/growth.py $(BENCH_ARGS) && \
 	  $(PY) bench/shop.py; \
