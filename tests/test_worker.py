@@ -521,3 +521,26 @@ async def test_claim_commits_without_waiting_for_the_disk_and_only_for_itself(
             assert (await cur.fetchone()) == ("off",)
         cur = await conn.execute("SHOW synchronous_commit")
         assert (await cur.fetchone()) == before
+
+
+async def test_claim_finds_the_head_of_every_key_and_messages_whose_key_is_null(
+    courier: Courier,
+) -> None:
+    # Keys are found by skipping through the key index; 40 keys of 3 messages each,
+    # sent interleaved, and two messages from another client with a JSON null key.
+    await courier.queue_create("jobs")
+    for i in range(3):
+        for key in range(40):
+            await courier.send("jobs", {"key": key, "i": i}, ordering_key=f"k{key:02d}")
+    async with courier.pool.connection() as conn:
+        await conn.execute(
+            "SELECT pgmq.send('jobs', '{\"key\": null}'::jsonb, '{\"x-pgmq-group\": null}'::jsonb)"
+        )
+        await conn.execute("SELECT pgmq.send('jobs', '{\"key\": null}'::jsonb)")
+    claim = queries.queue_query("message_claim", "jobs")
+    async with courier.pool.connection() as conn:
+        cur = await conn.execute(claim, {"now": None, "limit": 100, "vt_s": 30})
+        claimed = [row[3] for row in await cur.fetchall()]
+    assert sorted(p["key"] for p in claimed if p["key"] is not None) == list(range(40))
+    assert all(p.get("i", 0) == 0 for p in claimed)
+    assert sum(p["key"] is None for p in claimed) == 2

@@ -8,7 +8,7 @@
 -- head is in flight or waiting for a retry is blocked, so one key runs one at a time.
 -- The vt conditions sit on the locked table so that a row claimed by a concurrent
 -- transaction is re-checked, not claimed twice.
-WITH claim_at AS (
+WITH RECURSIVE claim_at AS (
     -- The claim commits without waiting for its WAL to reach disk (this statement is
     -- its own transaction: the worker runs it in autocommit). A claim lost in a crash
     -- is a lease lost: the message is claimed again, as at-least-once allows, and a
@@ -20,24 +20,47 @@ unordered AS (
     SELECT q.msg_id
     FROM {queue} q, claim_at
     WHERE q.vt <= claim_at.at
-      AND (q.headers IS NULL OR NOT q.headers ? 'x-pgmq-group')
+      AND q.headers ->> 'x-pgmq-group' IS NULL
     ORDER BY q.vt, q.msg_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 ),
+-- The keys with messages, found by skipping through the (key, msg_id) index one key
+-- at a time: a claim costs one index probe per key, not a read of every keyed
+-- message (DISTINCT ON over them all made a claim on 100,000 keyed messages take
+-- 62 ms).
+keys AS (
+    (SELECT h.headers ->> 'x-pgmq-group' AS key
+     FROM {queue} h
+     WHERE h.headers ? 'x-pgmq-group' AND h.headers ->> 'x-pgmq-group' IS NOT NULL
+     ORDER BY h.headers ->> 'x-pgmq-group'
+     LIMIT 1)
+    UNION ALL
+    SELECT (SELECT h.headers ->> 'x-pgmq-group'
+            FROM {queue} h
+            WHERE h.headers ? 'x-pgmq-group' AND h.headers ->> 'x-pgmq-group' > keys.key
+            ORDER BY h.headers ->> 'x-pgmq-group'
+            LIMIT 1)
+    FROM keys
+    WHERE keys.key IS NOT NULL
+),
 heads AS (
     -- A message sent with a delay and not yet due (never read) does not hold its key;
     -- one waiting for a retry (read before) does, so a key's order survives failures.
-    SELECT DISTINCT ON (h.headers ->> 'x-pgmq-group') h.msg_id
-    FROM {queue} h, claim_at
-    WHERE h.headers ? 'x-pgmq-group'
-      AND (h.read_ct > 0 OR h.vt <= claim_at.at)
-    ORDER BY h.headers ->> 'x-pgmq-group', h.msg_id
+    SELECT (SELECT h.msg_id
+            FROM {queue} h, claim_at
+            WHERE h.headers ? 'x-pgmq-group' AND h.headers ->> 'x-pgmq-group' = keys.key
+              AND (h.read_ct > 0 OR h.vt <= claim_at.at)
+            ORDER BY h.msg_id
+            LIMIT 1) AS msg_id
+    FROM keys
+    WHERE keys.key IS NOT NULL
 ),
 ordered AS (
     SELECT q.msg_id
-    FROM {queue} q JOIN heads USING (msg_id), claim_at
-    WHERE q.vt <= claim_at.at
+    FROM {queue} q, claim_at
+    WHERE q.msg_id = ANY(ARRAY(SELECT msg_id FROM heads))
+      AND q.vt <= claim_at.at
     ORDER BY q.msg_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
