@@ -20,7 +20,7 @@ unordered AS (
     SELECT q.msg_id
     FROM {queue} q, claim_at
     WHERE q.vt <= claim_at.at
-      AND q.headers ->> 'x-pgmq-group' IS NULL
+      AND (q.headers IS NULL OR NOT q.headers ? 'x-pgmq-group')
     ORDER BY q.vt, q.msg_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
@@ -55,6 +55,14 @@ heads AS (
             LIMIT 1) AS msg_id
     FROM keys
     WHERE keys.key IS NOT NULL
+    UNION ALL
+    -- Messages whose key is JSON null (other pgmq clients can send them) share one key.
+    SELECT (SELECT h.msg_id
+            FROM {queue} h, claim_at
+            WHERE h.headers ? 'x-pgmq-group' AND h.headers ->> 'x-pgmq-group' IS NULL
+              AND (h.read_ct > 0 OR h.vt <= claim_at.at)
+            ORDER BY h.msg_id
+            LIMIT 1)
 ),
 ordered AS (
     SELECT q.msg_id
