@@ -75,8 +75,9 @@ async def _pgmq_present(conn: psycopg.AsyncConnection) -> bool:
 async def migrate(conn: psycopg.AsyncConnection) -> list[str]:
     """Brings the bus schema up to date; returns what was applied, as component/version."""
     applied: list[str] = []
-    # The pgmq check runs under the same lock as the install, so two processes
-    # starting together do not both run the install script.
+    # One transaction under the lock, pgmq and pgcourier's migrations both: a process
+    # starting meanwhile waits for the whole schema, not just for pgmq (and a failed
+    # migration leaves nothing half installed).
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
         if not await _pgmq_present(conn):
@@ -87,10 +88,10 @@ async def migrate(conn: psycopg.AsyncConnection) -> list[str]:
             except psycopg.Error as exc:
                 raise MigrationError(f"installing pgmq {version} failed: {exc}") from exc
             applied.append(f"pgmq/{version}")
-    applied += [
-        f"pgcourier/{v}"
-        for v in await apply_migrations(conn, "pgcourier", queries.migration_files())
-    ]
+        applied += [
+            f"pgcourier/{v}"
+            for v in await apply_migrations(conn, "pgcourier", queries.migration_files())
+        ]
     return applied
 
 
