@@ -64,3 +64,10 @@ async def test_cancelling_the_task_cancels_the_coroutine_where_it_waits() -> Non
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == ["cancelled"] and task.cancelled()
+
+
+async def test_coroutine_that_cancels_itself_before_waiting_just_ends() -> None:
+    async def gives_up() -> None:
+        raise asyncio.CancelledError
+
+    assert start_eagerly(gives_up()) is None

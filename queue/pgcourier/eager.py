@@ -23,6 +23,8 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         waiting_on = context.run(coro.send, None)
     except StopIteration:
         return None
+    except asyncio.CancelledError:
+        return None  # cancelled itself before waiting: as a task would, it just ends
     return asyncio.get_running_loop().create_task(_finish(coro, waiting_on), context=context)
 
 
