@@ -1,4 +1,5 @@
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -126,6 +127,8 @@ async def test_payload_that_is_not_json_is_rejected_and_nothing_is_written(
         await courier.send("jobs", {"deep": [None, {"x": float("-inf")}]})
     with pytest.raises(InvalidMessageError, match="headers"):
         await courier.send("jobs", {}, headers={"h": float("nan")})
+    with pytest.raises(InvalidMessageError, match="JSON"):
+        await courier.send("jobs", {"at": datetime.now(UTC)})  # as json.dumps: refused
     assert await count(courier, "jobs") == 0
 
 

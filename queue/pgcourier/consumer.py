@@ -116,11 +116,7 @@ class QueueConsumer:
         async with self.worker.courier.statement_connection() as conn:
             cur = await conn.execute(
                 self._q_claim,
-                {
-                    "now": None,
-                    "limit": limit,
-                    "vt_s": self.settings.visibility_timeout_s,
-                },
+                {"now": None, "limit": limit, "vt_s": self.settings.visibility_timeout_s},
             )
             rows = await cur.fetchall()
         if len(rows) == 1 and rows[0][0] is None:
