@@ -34,6 +34,21 @@ from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
 ROOT = Path(__file__).resolve().parent
+ADMIN_PASSWORD_FILE = ROOT / ".shop-admin-password"
+
+
+def kept_admin_password(path: Path = ADMIN_PASSWORD_FILE) -> str:
+    """The admin password generated on the first start and kept (git-ignored) for the next.
+
+    The users service creates the admin once and never resets an existing account's
+    password; a new one each start would print a password that does not log in.
+    """
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    path.touch(mode=0o600)
+    path.write_text(password + "\n")
+    return password
 
 
 @contextlib.contextmanager
@@ -97,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = args.command == "demo"
     jwt_secret = os.environ.get("SHOP_JWT_SECRET") or secrets.token_urlsafe(32)
     admin_email = os.environ.get("SHOP_ADMIN_EMAIL") or "admin@shop.example"
-    admin_password = os.environ.get("SHOP_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    admin_password = os.environ.get("SHOP_ADMIN_PASSWORD") or kept_admin_password()
     role_password = os.environ.get("SHOP_DB_PASSWORD") or None
     timeout_s = float(os.environ.get("SHOP_SAGA_STEP_TIMEOUT") or (3 if demo else 10))
     supervisor = Supervisor(log_dir=ROOT / ".logs" if demo else None)
