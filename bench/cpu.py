@@ -34,7 +34,7 @@ def _cpu_by_pid() -> dict[int, tuple[str, float]]:
 
 
 class CpuSampler:
-    """Use as `with CpuSampler(consumer_pids) as cpu: ...`, then `cpu.per_message(n)`."""
+    """Use as `with CpuSampler(consumer_pids) as cpu: ...`, then `cpu.seconds()`."""
 
     available = PROC.joinpath("self", "stat").exists()
 
@@ -80,7 +80,3 @@ class CpuSampler:
                 kind = "other"
             spent[kind] += used
         return spent
-
-    def per_message(self, messages: int) -> dict[str, float]:
-        """Microseconds of CPU per message, by kind."""
-        return {k: v / messages * 1e6 for k, v in self.seconds().items()}

@@ -121,10 +121,10 @@ def end_to_end(
     scenario = f"end to end, {consumers} consumer{'s' if consumers > 1 else ''}"
     results.add(scenario, system.name, rate(n, total_s), "msg/s")
     if cpu.available:
-        per_message = cpu.per_message(n)
-        for kind, us in per_message.items():
-            results.add_cpu(scenario, system.name, kind, us)
-        results.add_cpu(scenario, system.name, "cores", sum(cpu.seconds().values()) / total_s)
+        spent = cpu.seconds()
+        for kind, seconds in spent.items():
+            results.add_cpu(scenario, system.name, kind, seconds / n * 1e6)
+        results.add_cpu(scenario, system.name, "cores", sum(spent.values()) / total_s)
     log(
         f"{system.name:<9} {scenario}: {total_s:.2f}s, {rate(n, total_s):,.0f} msg/s "
         f"(producer done after {sent_s:.2f}s)"
@@ -235,7 +235,8 @@ def print_cpu(results: Results, systems: list[System]) -> None:
     print("rabbitmq), producer = the benchmark's sending process; cores = CPU used / wall time")
     kinds = ("server", "consumers", "producer", "other")
     header = "".join(f"{k:>10}" for k in (*kinds, "total"))
-    print(f"{'scenario':<24}  {'system':<13}{header}{'cores':>7}")
+    sys_w = max(len(s.name) for s in systems) + 2
+    print(f"{'scenario':<24}  {'system':<{sys_w}}{header}{'cores':>7}")
     for scenario in results.order:
         for system in systems:
             per_kind = {k: results.cpu_value(scenario, system.name, k) for k in (*kinds, "cores")}
@@ -244,7 +245,7 @@ def print_cpu(results: Results, systems: list[System]) -> None:
             total = sum(per_kind[k] or 0 for k in kinds)
             cells = "".join(f"{per_kind[k] or 0:>10.1f}" for k in kinds)
             cores = per_kind["cores"] or 0
-            print(f"{scenario:<24}  {system.name:<13}{cells}{total:>10.1f}{cores:>7.2f}")
+            print(f"{scenario:<24}  {system.name:<{sys_w}}{cells}{total:>10.1f}{cores:>7.2f}")
 
 
 def _fmt(value: float, unit: str) -> str:
