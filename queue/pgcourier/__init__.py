@@ -13,6 +13,8 @@ from .errors import (
     PgCourierError,
     QueueNotFoundError,
     RejectMessage,
+    UnreadableMessageError,
+    WorkerCrashedError,
 )
 from .message import Message
 from .migrations import apply_migrations, migrate, migrations_in
@@ -36,7 +38,9 @@ __all__ = [
     "QueueSettings",
     "RejectMessage",
     "Settings",
+    "UnreadableMessageError",
     "Worker",
+    "WorkerCrashedError",
     "apply_migrations",
     "migrate",
     "migrations_in",
