@@ -1,5 +1,6 @@
 """pgcourier: Postgres-native messaging. Durable queues and topics on pgmq."""
 
+from .admin import Admin, WorkerInfo
 from .context import Context, Handler
 from .courier import Courier, QueueSettings
 from .errors import (
@@ -22,6 +23,7 @@ from .settings import Settings
 from .worker import Worker
 
 __all__ = [
+    "Admin",
     "ConfigurationError",
     "Context",
     "Courier",
@@ -41,6 +43,7 @@ __all__ = [
     "UnreadableMessageError",
     "Worker",
     "WorkerCrashedError",
+    "WorkerInfo",
     "apply_migrations",
     "migrate",
     "migrations_in",
