@@ -116,7 +116,10 @@ class Supervisor:
         return list(self._children)
 
     def pid(self, instance: str) -> int | None:
-        """The instance's current pid; None while it waits for a restart or is unknown."""
+        """The instance's current pid; None while it waits for a restart or is unknown.
+
+        A process that has just died keeps its pid here until check() notices it.
+        """
         child = self._children.get(instance)
         if child is None or child.popen is None:
             return None
