@@ -70,6 +70,8 @@ def saga_handler(kind: str, timeout_s: float) -> Handler:
 
 
 def setup(worker: Worker, settings: ServiceSettings) -> None:
+    # This worker schedules the payment step's timeout: refuse a too-short one.
+    saga.check_step_timeout_blocking(settings.database_url, settings.saga_step_timeout_s)
     for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
         worker.handle(c.ORDERS_INBOX, on_product, type=topic, transactional=True)
     for kind in SAGA_MESSAGES:
