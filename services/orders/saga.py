@@ -17,6 +17,7 @@ import psycopg
 
 from pgcourier import ConfigurationError, Context, Courier
 from services.shared import contracts as c
+from services.shared.contracts import InvalidPayload
 from services.shared.sql import query
 
 PENDING = "pending"
@@ -128,14 +129,22 @@ def _reason(payload: dict[str, Any]) -> str:
     return reason if isinstance(reason, str) and reason else "no reason given"
 
 
+def lost_to_timeout(kind: str, decision: Decision) -> bool:
+    """Whether the decision cancels an order because a step timed out, or undoes what
+    a step did after its order had timed out: a sale lost, not a customer's problem."""
+    if kind == c.SAGA_TIMEOUT:
+        return decision.to_status == CANCELLED
+    return decision.to_status is None and bool(decision.sends)
+
+
 def order_id_of(payload: Any) -> str:
-    """The payload's order id, canonical; a malformed message fails (and dead-letters)."""
+    """The payload's order id, canonical; a malformed message is rejected (dead letters)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
-        raise ValueError("payload has no order_id string")
+        raise InvalidPayload("payload has no order_id string")
     try:
         return str(uuid.UUID(payload["order_id"]))
     except ValueError:
-        raise ValueError(f"order_id {payload['order_id']!r} is not a uuid") from None
+        raise InvalidPayload(f"order_id {payload['order_id']!r} is not a uuid") from None
 
 
 async def record_event(
