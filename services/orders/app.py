@@ -222,4 +222,4 @@ def create_app(settings: ServiceSettings) -> Starlette:
         # This process schedules the stock step's timeout: refuse a too-short one.
         await saga.check_step_timeout(courier, settings.saga_step_timeout_s)
 
-    return service_app(settings, ENDPOINTS, on_startup=startup)
+    return service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)

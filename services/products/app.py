@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from pgcourier import Courier
 from services.shared import idempotency
-from services.shared.contracts import PRODUCT_CREATED, PRODUCT_UPDATED
+from services.shared.contracts import PRODUCT_CREATED, PRODUCT_UPDATED, PRODUCTS_INBOX
 from services.shared.http import (
     Endpoint,
     HTTPError,
@@ -237,4 +237,4 @@ ENDPOINTS = [
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS)
+    return service_app(settings, ENDPOINTS, consumes=PRODUCTS_INBOX)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgcourier import Courier, DatabaseError
+from pgcourier import Admin, Courier, DatabaseError
 
 from . import idempotency
 from .auth import AuthError, Principal, token_verify
@@ -30,6 +30,11 @@ from .validation import Schema, ValidationError
 __all__ = ["Endpoint", "HTTPError", "not_found", "path_uuid", "principal", "read_json"]
 
 log = logging.getLogger("services.http")
+
+# /health says degraded when no worker of the service beat within this many seconds
+# (workers beat every 5 s), or when a ready message has waited longer than this.
+HEALTH_CONSUMER_ALIVE_S = 15.0
+HEALTH_OLDEST_READY_S = 30.0
 
 # How long a client should wait before retrying while the database is unreachable:
 # a Postgres restart takes about a second, and the pool reconnects on its own.
@@ -232,17 +237,52 @@ def service_app(
     endpoints: list[Endpoint],
     *,
     on_startup: Callable[[Courier], Awaitable[None]] | None = None,
+    consumes: str | None = None,
 ) -> Starlette:
-    """A service's Starlette app, holding a Courier whose pool is the service role's."""
+    """A service's Starlette app, holding a Courier whose pool is the service role's.
+
+    consumes: the queue the service's workers consume, whose consumers /health watches.
+    """
     spec = openapi(f"{settings.service} service", endpoints)
 
     async def health(request: Request) -> Response:
+        """ok; degraded (still 200: this process serves) with the reasons when the
+        service's queue has no live consumer or its oldest ready message waited too
+        long; 503 when the database is unreachable."""
+        courier: Courier = request.app.state.courier
         try:
-            async with request.app.state.courier.pool.connection(timeout=2) as conn:
+            async with courier.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
+                consumer = None
+                if consumes is not None:
+                    consumer = await Admin(courier).consumer_health(
+                        consumes, alive_within_s=HEALTH_CONSUMER_ALIVE_S, conn=conn
+                    )
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok", "service": settings.service})
+            return JSONResponse(
+                {"status": "unavailable", "service": settings.service, "error": str(exc)},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        body: dict[str, Any] = {"status": "ok", "service": settings.service}
+        if consumer is not None:
+            reasons = []
+            if consumer.live_workers == 0:
+                reasons.append(f"no live consumer of {consumes}")
+            age = consumer.oldest_ready_age_s
+            if age is not None and age > HEALTH_OLDEST_READY_S:
+                reasons.append(f"oldest ready message on {consumes} has waited {age:.0f}s")
+            body["consumer"] = {
+                "queue": consumes,
+                "live_workers": consumer.live_workers,
+                "last_claim_at": consumer.last_claim_at.isoformat()
+                if consumer.last_claim_at
+                else None,
+                "oldest_ready_age_s": age,
+            }
+            if reasons:
+                body |= {"status": "degraded", "reasons": reasons}
+        return JSONResponse(body)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(spec)

@@ -21,9 +21,9 @@ AppFactory = Callable[[ServiceSettings], Starlette]
 WorkerSetup = Callable[[Worker, ServiceSettings], None]
 
 
-async def run_worker(settings: ServiceSettings, setup: WorkerSetup) -> None:
+async def run_worker(settings: ServiceSettings, setup: WorkerSetup, *, name: str) -> None:
     async with Courier(settings.database_url, pool_max_size=10) as courier:
-        worker = Worker(courier, concurrency=20, batch_size=20)
+        worker = Worker(courier, concurrency=20, batch_size=20, name=name)
         setup(worker, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -45,7 +45,7 @@ def main(service: str, app: AppFactory, setup: WorkerSetup | None) -> int:
         settings = ServiceSettings.from_env(service)
         if args.role == "worker":
             assert setup is not None
-            asyncio.run(run_worker(settings, setup))
+            asyncio.run(run_worker(settings, setup, name=instance))
         else:
             uvicorn.run(
                 app(settings),
