@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -35,8 +36,10 @@ def main(service: str, app: AppFactory, setup: WorkerSetup | None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
     parser.add_argument("role", choices=["http", "worker"] if setup else ["http"])
     args = parser.parse_args()
+    # runner.py names each replica (orders-worker-2); compose.yaml each service and role.
+    instance = os.environ.get("SHOP_INSTANCE") or f"{service}-{args.role}"
     logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {service} {args.role} %(levelname)s %(message)s"
+        level=logging.INFO, format=f"%(asctime)s {instance} %(levelname)s %(message)s"
     )
     try:
         settings = ServiceSettings.from_env(service)
