@@ -394,7 +394,6 @@ async def test_worker_never_runs_more_handlers_than_its_concurrency(courier: Cou
 
 
 async def test_archive_keeps_messages_only_for_its_retention(courier: Courier) -> None:
-    from pgcourier import queries
 
     await courier.queue_create("jobs", archive=True, archive_retention=3600)
     async with courier.pool.connection() as conn:

@@ -65,6 +65,7 @@ class ClientStats:
     statuses: Counter[int] = field(default_factory=Counter)  # every answer, retries included
     lost_connections: int = 0
     retries: int = 0
+    replayed: int = 0  # answers the shop gave again from an Idempotency-Key
     server_errors: list[str] = field(default_factory=list)  # 500s: what they said
 
     @property
@@ -109,6 +110,8 @@ async def place_until_answered(
             pause = min(0.1 * 2 ** min(placed.attempts, 5), 2.0)
         else:
             stats.statuses[r.status_code] += 1
+            if r.headers.get("Idempotent-Replayed") == "true":
+                stats.replayed += 1
             if r.status_code == 202:
                 placed.order_id = r.json()["order_id"]
                 placed.order_ids_seen.add(placed.order_id)

@@ -60,12 +60,24 @@ async def _every(interval_s: float, until: float, phase: float, action) -> None:
         next_at += interval_s
 
 
+# The supervisor gives up on a child that crashed 5 times in 60 s; the suite's own kills
+# are spread so that they alone never make a crash loop.
+KILL_SPREAD_S = 60.0
+
+
 def kill_random_worker(shop: RunningShop, rng: random.Random, stats: FaultStats) -> None:
+    """SIGKILLs a live worker, one of those killed least in the last minute."""
     alive = [(name, pid) for name in shop.workers if (pid := shop.pid(name)) is not None]
     if not alive:
         stats.errors.append("no live worker to kill")
         return
-    name, pid = rng.choice(alive)
+    recent = time.monotonic() - KILL_SPREAD_S
+    killed = {name: 0 for name, _ in alive}
+    for at, name, _ in stats.kills:
+        if at >= recent and name in killed:
+            killed[name] += 1
+    fewest = min(killed.values())
+    name, pid = rng.choice([(n, p) for n, p in alive if killed[n] == fewest])
     with contextlib.suppress(ProcessLookupError):  # it died on its own just now
         os.kill(pid, signal.SIGKILL)
         stats.kills.append((time.monotonic(), name, pid))

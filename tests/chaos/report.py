@@ -45,7 +45,8 @@ def render(
 ) -> str:
     restarts = faults.restarts_s
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(clients.statuses.items()))
-    unexpected = len(exits) - len(faults.kills)
+    killed = {pid for _, _, pid in faults.kills}
+    unexpected = [e for e in exits if e.pid not in killed]
     lines = _rows(
         f"faults injected ({seconds:.0f} s of load, {clients_n} clients)",
         [
@@ -62,7 +63,12 @@ def render(
                 f"every {schedule.drop_listen_every_s:g} s; "
                 f"{faults.listeners_terminated} connections terminated",
             ),
-            ("child restarts", f"{len(exits)}", f"{max(unexpected, 0)} exits not caused by a kill"),
+            (
+                "children that died",
+                f"{len(exits)}",
+                f"{len(unexpected)} not killed by the suite"
+                + "".join(f"; {e.instance} {e.reason}" for e in unexpected[:3]),
+            ),
             ("faults not injected", f"{len(faults.errors)}", "; ".join(faults.errors[:2])),
         ],
     )
@@ -71,6 +77,7 @@ def render(
         [
             ("orders accepted (202)", f"{len(clients.accepted)}", ""),
             ("requests retried", f"{clients.retries}", "same Idempotency-Key"),
+            ("  answered from the key", f"{clients.replayed}", "Idempotent-Replayed: true"),
             ("  lost connections", f"{clients.lost_connections}", ""),
             ("  answers by status", f"{sum(clients.statuses.values())}", statuses),
         ],

@@ -67,7 +67,8 @@ def fresh_database(server_url: str, *, keep: bool = False) -> Iterator[str]:
 @dataclass
 class Exit:
     instance: str
-    code: int | None
+    pid: int
+    reason: str
     at: float  # time.monotonic()
 
 
@@ -101,29 +102,15 @@ class RunningShop:
         return [p.instance for p in processes(replicas=REPLICAS) if p.role == "worker"]
 
     def pid(self, instance: str) -> int | None:
-        own = getattr(self.supervisor, "pid", None)
-        if callable(own):
-            return own(instance)
-        entry = self.supervisor.running.get(instance)
-        if entry is None or entry[1].poll() is not None:
-            return None
-        return entry[1].pid
+        """The instance's live pid; None while it waits for its restart."""
+        return self.supervisor.pid(instance)
 
     def supervise(self) -> None:
-        """Restarts children that died: the supervisor's own `check` when it has one."""
-        check = getattr(self.supervisor, "check", None)
-        before = {name: self.pid(name) for name in self.supervisor.running}
-        if callable(check):
-            check()
-            for name, pid in before.items():
-                now = self.pid(name)
-                if pid is not None and now is not None and now != pid:
-                    self.exits.append(Exit(name, None, time.monotonic()))
-            return
-        for name, (process, popen) in list(self.supervisor.running.items()):
-            if popen.poll() is not None:
-                self.exits.append(Exit(name, popen.returncode, time.monotonic()))
-                self.supervisor.start(process, self.env(process))
+        """The supervisor restarts crashed children (raising CrashLoopError when one keeps
+        crashing); what died is kept for the report."""
+        for event in self.supervisor.check():
+            if event.kind == "crashed":
+                self.exits.append(Exit(event.instance, event.pid, event.detail, time.monotonic()))
 
 
 @contextlib.contextmanager

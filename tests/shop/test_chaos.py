@@ -20,10 +20,38 @@ from tests.chaos.invariants import check_all
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+def _order(
+    conn: psycopg.Connection,
+    clients: ClientStats,
+    *,
+    status: str,
+    reason: str | None = None,
+    total: int = 0,
+    card: str = "tok_visa",
+) -> str:
+    """An order placed through the API as the suite records it: a key, and the 202 it got."""
+    key = f"key-{len(clients.placed)}"
+    row = conn.execute(
+        'INSERT INTO orders."order" (customer_id, status, reason, total_cents, card_token) '
+        "VALUES ('c1', %s, %s, %s, %s) RETURNING order_id::text",
+        [status, reason, total, card],
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        "INSERT INTO orders.idempotency_key (caller, key, request_hash, status, body) "
+        "VALUES ('c1', %s, 'hash', 202, jsonb_build_object('order_id', %s::text))",
+        [key, row[0]],
+    )
+    clients.placed.append(Placed(key, card, row[0], {row[0]}))
+    return row[0]
+
+
 def _consistent_shop(url: str) -> tuple[str, str, dict[str, int], ClientStats]:
     """One product (10 units), one confirmed order of 2 for 2,000 cents, paid: all consistent."""
-    product_id, order_id = str(uuid.uuid4()), str(uuid.uuid4())
+    product_id = str(uuid.uuid4())
+    clients = ClientStats()
     with psycopg.connect(url, autocommit=True) as conn:
+        order_id = _order(conn, clients, status="confirmed", total=2000)
         conn.execute("INSERT INTO products.category (name) VALUES ('chaos')")
         conn.execute(
             "INSERT INTO products.product (product_id, name, category, price_cents, stock) "
@@ -37,11 +65,6 @@ def _consistent_shop(url: str) -> tuple[str, str, dict[str, int], ClientStats]:
             [order_id, product_id],
         )
         conn.execute(
-            'INSERT INTO orders."order" (order_id, customer_id, status, total_cents, card_token) '
-            "VALUES (%s, 'c1', 'confirmed', 2000, 'tok_visa')",
-            [order_id],
-        )
-        conn.execute(
             "INSERT INTO orders.order_line (order_id, line_no, product_id, name, quantity, "
             "unit_price_cents) VALUES (%s, 1, %s, 'Thing', 2, 1000)",
             [order_id, product_id],
@@ -51,8 +74,12 @@ def _consistent_shop(url: str) -> tuple[str, str, dict[str, int], ClientStats]:
             "provider_ref) VALUES (%s, 'c1', 2000, 'captured', 'ref-1')",
             [order_id],
         )
-    clients = ClientStats()
-    clients.placed.append(Placed("key-1", "tok_visa", order_id, {order_id}))
+        conn.execute(
+            "INSERT INTO card_provider.charge (idempotency_key, order_id, amount_cents, "
+            "card_token, outcome, provider_ref) VALUES ('charge-1', %s, 2000, 'tok_visa', "
+            "'captured', 'ref-1')",
+            [order_id],
+        )
     return product_id, order_id, {product_id: 10}, clients
 
 
@@ -82,14 +109,8 @@ def _abandoned(_c: psycopg.Connection, _p: str, _o: str, clients: ClientStats) -
 
 
 def _fault_cancelled(conn: psycopg.Connection, _p: str, _o: str, clients: ClientStats) -> None:
-    for i in range(2):  # one is tolerated
-        row = conn.execute(
-            'INSERT INTO orders."order" (customer_id, status, reason, total_cents, card_token) '
-            "VALUES ('c1', 'cancelled', 'timed out waiting for payment', 0, 'tok_visa') "
-            "RETURNING order_id::text"
-        ).fetchone()
-        assert row is not None
-        clients.placed.append(Placed(f"key-t{i}", "tok_visa", row[0], {row[0]}))
+    for _ in range(2):  # one is tolerated
+        _order(conn, clients, status="cancelled", reason="timed out waiting for payment")
 
 
 BREAKAGES = {
@@ -103,11 +124,11 @@ BREAKAGES = {
             'UPDATE orders."order" SET total_cents = 11000 WHERE order_id = %(order_id)s',
             "UPDATE payments.payment SET amount_cents = 11000 WHERE order_id = %(order_id)s",
         ),
-        {"no unit oversold", "stock conserved"},
+        {"no unit oversold", "stock conserved", "provider ledger agrees"},
     ),
     "a cent went missing": (
         _sql("UPDATE payments.payment SET amount_cents = 1999 WHERE order_id = %(order_id)s"),
-        {"money conserved (cents off)", "payment matches its order"},
+        {"money conserved (cents off)", "payment matches its order", "provider ledger agrees"},
     ),
     "a capture reported twice": (
         _sql(
@@ -121,7 +142,22 @@ BREAKAGES = {
             'INSERT INTO orders."order" (customer_id, status, reason, total_cents, card_token) '
             "VALUES ('c1', 'cancelled', 'payment declined: card declined', 0, 'tok_decline')"
         ),
-        {"no order created twice"},
+        {"no order created twice", "one order per Idempotency-Key"},
+    ),
+    "a card captured twice by the provider": (
+        _sql(
+            "INSERT INTO card_provider.charge (idempotency_key, order_id, amount_cents, "
+            "card_token, outcome, provider_ref) VALUES ('charge-2', %(order_id)s, 2000, "
+            "'tok_visa', 'captured', 'ref-2')"
+        ),
+        {"provider ledger agrees"},
+    ),
+    "a key answered with another order": (
+        _sql(
+            "UPDATE orders.idempotency_key SET body = jsonb_build_object('order_id', "
+            "gen_random_uuid()::text)"
+        ),
+        {"one order per Idempotency-Key"},
     ),
     "an order left pending": (
         _sql("UPDATE orders.\"order\" SET status = 'pending' WHERE order_id = %(order_id)s"),
