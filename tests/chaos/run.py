@@ -174,7 +174,7 @@ def run(pg: RestartablePostgres, options: Options) -> Result:
         drained_s = asyncio.run(
             _load_and_faults(shop, pg, mix, tokens, options, clients, faults, supervision)
         )
-        checks = check_all(url, initial, clients)
+        checks = check_all(url, initial, clients, postgres_restarts=len(faults.restarts_s))
         checks.append(
             Check("supervisor kept children up", len(supervision), 0, "; ".join(supervision))
         )
