@@ -127,6 +127,35 @@ async def place_until_answered(
         await asyncio.sleep(pause)
 
 
+FINAL = ("confirmed", "cancelled")
+
+
+async def wait_final(
+    http: httpx.AsyncClient,
+    url: str,
+    token: str,
+    stats: ClientStats,
+    *,
+    until: float,
+    poll_s: float = 0.2,
+) -> None:
+    """Follows the order until it is final, as a customer checking on it would; so each
+    customer has one saga in progress at a time, and the load adapts to what the shop
+    can do instead of piling up sagas faster than they finish."""
+    while time.monotonic() < until:
+        try:
+            r = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+        except httpx.TransportError:
+            stats.lost_connections += 1
+        else:
+            stats.statuses[r.status_code] += 1
+            if r.status_code == 500:
+                stats.server_errors.append(r.text[:200])
+            if r.status_code == 200 and r.json()["status"] in FINAL:
+                return
+        await asyncio.sleep(poll_s)
+
+
 async def customer(
     http: httpx.AsyncClient,
     orders_url: str,
@@ -138,11 +167,13 @@ async def customer(
     until: float,
     give_up_s: float,
 ) -> None:
-    """Places orders back to back until `until` (monotonic); the last one is seen through."""
+    """Places an order, follows it until final, and again until `until` (monotonic)."""
     while time.monotonic() < until:
-        await place_until_answered(
+        placed = await place_until_answered(
             http, orders_url, token, mix.order(rng), stats, give_up_s=give_up_s
         )
+        if placed.order_id is not None:
+            await wait_final(http, f"{orders_url}/{placed.order_id}", token, stats, until=until)
 
 
 async def run_customers(

@@ -206,7 +206,7 @@ def test_short_run_under_faults_keeps_every_invariant(tmp_path: Path) -> None:
     try:
         result = run(
             pg,
-            Options(seconds=45, clients=6, drain_s=60, log_dir=tmp_path / "logs"),
+            Options(seconds=40, clients=6, drain_s=60, log_dir=tmp_path / "logs"),
         )
     finally:
         pg.stop()
