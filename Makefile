@@ -48,3 +48,10 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .pgdata-test
+
+# The fault suite: the whole shop under load while workers are killed, Postgres is
+# crashed and LISTEN connections are dropped; then every invariant is checked in SQL.
+# 10 minutes by default: CHAOS_ARGS="--minutes 30" for longer (python -m tests.chaos -h).
+.PHONY: chaos
+chaos: $(STAMP)
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
