@@ -1,8 +1,10 @@
 """Brings the whole system up with one command.
 
 python runner.py [up] [--replicas N]   Postgres (embedded unless DATABASE_URL is set),
-                                       migrations, the four services (HTTP and
-                                       workers); prints their URLs; Ctrl-C stops all.
+                 [--base-port P]       migrations, the four services (HTTP and
+                                       workers, on ports P..P+3, default 8001..8004);
+                                       prints their URLs; restarts a process that
+                                       crashes; Ctrl-C (or SIGTERM) stops all.
 python runner.py demo                  the same, then a scripted scenario through the
                                        HTTP APIs; exits 0 only if every outcome is right.
 python runner.py migrate               migrations only (compose.yaml runs this).
@@ -18,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -29,12 +32,14 @@ from pgcourier.errors import PgCourierError
 from pgcourier.settings import Settings
 from services.demo import DemoFailed, run_demo
 from services.shared.database import shop_migrate
-from services.shared.settings import DEFAULT_PORTS
+from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
 ROOT = Path(__file__).resolve().parent
 ADMIN_PASSWORD_FILE = ROOT / ".shop-admin-password"
+# What stops a start or a running shop with a message (and exit code 1).
+FAILURES = (PgCourierError, DemoFailed, RuntimeError, TimeoutError)
 
 
 def kept_admin_password(path: Path = ADMIN_PASSWORD_FILE) -> str:
@@ -86,18 +91,49 @@ async def print_queues(url: str) -> None:
         print(f"{s.queue:<24} {s.ready:>7} {s.in_flight:>9} {s.delayed:>7} {s.dead:>6}")
 
 
-def wait_for_ctrl_c(supervisor: Supervisor) -> None:
+def service_ports(base_port: int | None) -> dict[str, int]:
+    if base_port is None:
+        return dict(DEFAULT_PORTS)
+    return {service: base_port + i for i, service in enumerate(SERVICES)}
+
+
+def taken_ports(ports: dict[str, int], *, host: str = "127.0.0.1") -> list[str]:
+    """Why each port a service needs cannot be had: bound (listening) by someone else.
+
+    Without this, a second runner.py would see the first one's services answer its
+    health checks, report "up", and only then find its own HTTP processes dead.
+    """
+    taken = []
+    for service, port in ports.items():
+        with socket.socket() as s:
+            # As uvicorn binds: a port left in TIME_WAIT by an earlier run is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                taken.append(f"port {port} ({service}) is already in use: is another runner.py up?")
+    return taken
+
+
+def wait_for_ctrl_c(supervisor: Supervisor, *, poll_s: float = 0.2) -> None:
+    """Supervises (restarting crashed children) until SIGINT or SIGTERM.
+
+    Raises CrashLoopError when a child keeps crashing.
+    """
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stop
         stop = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stop:
-        supervisor.check_alive()
-        time.sleep(0.5)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop:
+            supervisor.check()
+            time.sleep(poll_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,10 +142,27 @@ def main(argv: list[str] | None = None) -> int:
         "command", nargs="?", default="up", choices=["up", "demo", "migrate", "psql"]
     )
     parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="the users service's port; the others follow (default: 8001..8004)",
+    )
     args = parser.parse_args(argv)
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     demo = args.command == "demo"
+    # SIGTERM while starting up stops what has started, as Ctrl-C does (the children
+    # have their own process group: nothing else stops them).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    ports = service_ports(args.base_port)
+    if args.command in ("up", "demo"):
+        # Before anything starts (the embedded Postgres included), so nothing is left to undo.
+        taken = taken_ports(ports, host=os.environ.get("SHOP_HOST") or "127.0.0.1")
+        for reason in taken:
+            print(f"error: {reason}", file=sys.stderr, flush=True)
+        if taken:
+            return 1
     jwt_secret = os.environ.get("SHOP_JWT_SECRET") or secrets.token_urlsafe(32)
     admin_email = os.environ.get("SHOP_ADMIN_EMAIL") or "admin@shop.example"
     admin_password = os.environ.get("SHOP_ADMIN_PASSWORD") or kept_admin_password()
@@ -134,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                         admin_email=admin_email,
                         admin_password=admin_password,
                         role_password=role_password,
+                        ports=ports,
                     )
                     supervisor.start(process, env)
-                urls = {s: f"http://127.0.0.1:{p}" for s, p in DEFAULT_PORTS.items()}
+                urls = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
                 supervisor.wait_healthy(urls)
                 print(
                     f"\nup: {len(supervisor.running)} processes "
@@ -161,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(print_queues(url))
                 print("\npress Ctrl-C to stop", flush=True)
                 wait_for_ctrl_c(supervisor)
+            except FAILURES as exc:
+                # Said before the shutdown lines, so it is the first thing the user reads.
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                return 1
             finally:
                 print("stopping the services", flush=True)
                 supervisor.stop_all()
-    except (PgCourierError, DemoFailed, RuntimeError, TimeoutError) as exc:
+    except FAILURES as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -65,6 +65,8 @@ def process_env(
         "PORT": str((ports or DEFAULT_PORTS)[process.service]),
         "SHOP_JWT_SECRET": jwt_secret,
         "SHOP_SAGA_STEP_TIMEOUT": str(saga_step_timeout_s),
+        # Names the replica in its log lines (services/shared/process.py).
+        "SHOP_INSTANCE": process.instance,
     }
     if process.service == "users":
         env["SHOP_ADMIN_EMAIL"] = admin_email

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgcourier import Courier
+from pgcourier import Context, Courier, Message, Worker
+from tests.helpers import running, scalar, wait_until
 
 _DB_VARS = ("DATABASE_URL", "PGCOURIER_DATABASE_URL")
 
@@ -267,3 +269,21 @@ def test_migrate_installs_the_schema_the_other_commands_need(empty_database_url:
     after = run_cli("queues", database_url=empty_database_url)
     assert after.returncode == 0, after.stderr
     assert after.stdout.startswith("no queues")
+
+
+async def test_workers_lists_live_workers_with_their_queues(
+    courier: Courier, database_url: str
+) -> None:
+    await courier.queue_create("jobs")
+    worker = Worker(courier, poll_interval=0.05, name="jobs-worker-7")
+
+    async def handle(message: Message, ctx: Context) -> None:
+        pass
+
+    worker.handle("jobs", handle)
+    async with running(worker):
+        await wait_until(lambda: scalar(courier, "SELECT count(*) FROM pgcourier.worker"))
+        result = await asyncio.to_thread(run_cli, "workers", "--json", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["name"] == "jobs-worker-7" and row["queues"] == ["jobs"] and row["alive"]

@@ -71,3 +71,13 @@ async def test_coroutine_that_cancels_itself_before_waiting_just_ends() -> None:
         raise asyncio.CancelledError
 
     assert start_eagerly(gives_up()) is None
+
+
+async def test_error_before_any_wait_stays_with_the_coroutine_not_the_caller() -> None:
+    async def broken() -> None:
+        raise ValueError("at once")
+
+    started = start_eagerly(broken())  # must not raise here
+    assert started is not None and started.done()
+    with pytest.raises(ValueError, match="at once"):
+        await started

@@ -1,5 +1,6 @@
 """pgcourier: Postgres-native messaging. Durable queues and topics on pgmq."""
 
+from .admin import Admin, WorkerInfo
 from .context import Context, Handler
 from .courier import Courier, QueueSettings
 from .errors import (
@@ -13,6 +14,8 @@ from .errors import (
     PgCourierError,
     QueueNotFoundError,
     RejectMessage,
+    UnreadableMessageError,
+    WorkerCrashedError,
 )
 from .message import Message
 from .migrations import apply_migrations, migrate, migrations_in
@@ -20,6 +23,7 @@ from .settings import Settings
 from .worker import Worker
 
 __all__ = [
+    "Admin",
     "ConfigurationError",
     "Context",
     "Courier",
@@ -36,7 +40,10 @@ __all__ = [
     "QueueSettings",
     "RejectMessage",
     "Settings",
+    "UnreadableMessageError",
     "Worker",
+    "WorkerCrashedError",
+    "WorkerInfo",
     "apply_migrations",
     "migrate",
     "migrations_in",

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from . import queries
+from . import queries, store
 from .courier import Courier
 from .message import TYPE
 from .naming import check_queue_name
@@ -81,6 +81,21 @@ def _check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive integer, not {limit!r}")
     return limit
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as its last heartbeat described it (pgcourier.worker)."""
+
+    name: str | None
+    hostname: str
+    pid: int
+    queues: list[str]
+    started_at: datetime
+    beat_at: datetime
+    last_claim_at: datetime | None
+    listening: bool
+    alive: bool
 
 
 class Admin:
@@ -160,3 +175,26 @@ class Admin:
             await self.courier.require_queue(c, queue)
             cur = await c.execute(queries.queue_query("queue_purge", queue))
             return max(cur.rowcount, 0)
+
+    async def workers(
+        self, *, alive_within_s: float = 15.0, conn: psycopg.AsyncConnection | None = None
+    ) -> list[WorkerInfo]:
+        """Worker processes that reported in; `alive` when their last beat is recent."""
+        async with self.courier.connection(conn) as c:
+            cur = await c.execute(
+                queries.query("worker_list"), {"alive_within_s": alive_within_s, "now": None}
+            )
+            rows = await cur.fetchall()
+        return [WorkerInfo(*row) for row in rows]
+
+    async def consumer_health(
+        self,
+        queue: str,
+        *,
+        alive_within_s: float = 15.0,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> store.ConsumerHealth:
+        """Whether a queue has live consumers, and how long its oldest ready message waited."""
+        check_queue_name(queue)
+        async with self.courier.connection(conn, queue=queue) as c:
+            return await store.consumer_health(c, queue, alive_within_s=alive_within_s)

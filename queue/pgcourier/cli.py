@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep acknowledged messages in the archive table",
     )
+    sub.add_parser("workers", parents=[common, listing], help="worker processes and their liveness")
     sub.add_parser("migrate", parents=[common], help="install or upgrade the schema")
     return parser
 
@@ -168,6 +169,40 @@ async def _queues(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Na
     else:
         headers = ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY_AGE_S"]
         print(_table(headers, [dataclasses.astuple(s) for s in stats]))
+    return 0
+
+
+async def _workers(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Namespace) -> int:
+    workers = await admin.workers(conn=conn)
+    if args.json:
+        _print_json([dataclasses.asdict(w) for w in workers])
+    elif not workers:
+        print("no worker has reported in")
+    else:
+        headers = [
+            "NAME",
+            "HOST",
+            "PID",
+            "QUEUES",
+            "BEAT_AT",
+            "LAST_CLAIM_AT",
+            "LISTENING",
+            "ALIVE",
+        ]
+        rows = [
+            (
+                w.name,
+                w.hostname,
+                w.pid,
+                ",".join(w.queues),
+                w.beat_at,
+                w.last_claim_at,
+                w.listening,
+                w.alive,
+            )
+            for w in workers
+        ]
+        print(_table(headers, rows))
     return 0
 
 
@@ -278,6 +313,7 @@ COMMANDS = {
     "retry-dead": _retry_dead,
     "purge": _purge,
     "create": _create,
+    "workers": _workers,
     "migrate": _migrate,
 }
 

@@ -6,6 +6,7 @@ written in the caller's transaction and exists if and only if that commits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,28 @@ def wrap_driver_error(exc: psycopg.Error, queue: str | None = None) -> PgCourier
     return DatabaseError(str(exc).strip())
 
 
+class _Pool(AsyncConnectionPool):
+    """A pool that, when a connection comes back broken, checks all its idle ones.
+
+    After a database restart every idle connection is dead, and each would otherwise
+    fail one request before the pool replaces it (services answered 503 for seconds
+    after the database was back). Checking on every checkout would cost a round trip
+    on the hot path; checking when one is found broken costs nothing until then.
+    """
+
+    _checking: asyncio.Task[None] | None = None
+
+    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        broken = conn.broken
+        await super().putconn(conn)
+        if broken and (self._checking is None or self._checking.done()):
+            self._checking = asyncio.create_task(self._check_quietly())
+
+    async def _check_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.check()
+
+
 async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
     # Claimed batches decode two jsonb values per message: orjson does it ~3x faster.
     set_json_loads(orjson.loads, conn)
@@ -60,7 +83,7 @@ class Courier:
         self.conninfo = conninfo
         self.max_payload_bytes = max_payload_bytes
         self._own_pool = pool is None
-        self.pool = pool or AsyncConnectionPool(
+        self.pool = pool or _Pool(
             conninfo,
             min_size=pool_min_size,
             max_size=pool_max_size,

@@ -16,8 +16,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 
-def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Runs `coro` up to its first wait; returns a task finishing it, or None if done."""
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
+    """Runs `coro` up to its first wait; returns a task finishing it, or None if done.
+
+    An error raised before the first wait stays with the coroutine, as a task's would:
+    it is returned in a finished future, never raised into the caller (which starts
+    many of these in a row and must go on with the others).
+    """
     context = contextvars.copy_context()
     try:
         waiting_on = context.run(coro.send, None)
@@ -25,6 +30,12 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         return None
     except asyncio.CancelledError:
         return None  # cancelled itself before waiting: as a task would, it just ends
+    except (KeyboardInterrupt, SystemExit):
+        raise  # a task re-raises these too
+    except BaseException as exc:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
     return asyncio.get_running_loop().create_task(_finish(coro, waiting_on), context=context)
 
 

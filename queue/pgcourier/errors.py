@@ -31,13 +31,24 @@ class QueueNotFoundError(PgCourierError, LookupError):
         self.queue = queue
 
 
-class NoHandlerError(PgCourierError):
-    """A claimed message has no handler registered for its queue and type."""
-
-
 class RejectMessage(PgCourierError):
     """Raised by a handler for a message that no retry can fix (malformed, say):
     it goes to the dead letters at once instead of after max_attempts."""
+
+
+class NoHandlerError(RejectMessage):
+    """A claimed message has no handler registered for its queue and type (and no
+    catch-all): dead-lettered at once, since retrying cannot find one."""
+
+
+class UnreadableMessageError(RejectMessage):
+    """A claimed message is no envelope pgcourier can read (headers not a JSON object,
+    JSON its decoder refuses): dead-lettered at once with the reason."""
+
+
+class WorkerCrashedError(PgCourierError):
+    """One of a worker's loops ended without stop() being called: the worker can no
+    longer consume, and says so instead of living on."""
 
 
 class DatabaseError(PgCourierError):

@@ -55,6 +55,9 @@ class Listener:
                 raise
             except (psycopg.Error, OSError) as exc:
                 log.warning("LISTEN connection lost (%s); polling until it is back", exc)
+            except Exception as exc:
+                # Whatever it was, listening must go on: the claim loops poll meanwhile.
+                log.error("LISTEN failed unexpectedly; polling until it is back", exc_info=exc)
             self.connected.clear()
             self.backend_pid = None
             self._wake_all()

@@ -12,21 +12,24 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidMessageError, PayloadTooLargeError
+from .errors import InvalidMessageError, PayloadTooLargeError, UnreadableMessageError
 
-# Header keys. x-pgmq-group is pgmq's own FIFO group header, so ordering keys mean
-# the same thing to pgmq's read_grouped functions.
+# Header keys. The envelope's (message_id, type, correlation_id, causation_id,
+# sent_at) are plain names other clients may read and write; x-pgmq-group is pgmq's
+# own FIFO group header, so ordering keys mean the same thing to pgmq's read_grouped
+# functions. What only pgcourier writes and acts on is namespaced, so that another
+# client's headers never collide with it.
 MESSAGE_ID = "message_id"
 TYPE = "type"
 CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
 SENT_AT = "sent_at"
-IDEMPOTENCY_KEY = "idempotency_key"
 ORDERING_KEY = "x-pgmq-group"
-ERRORS = "pgcourier_errors"
+IDEMPOTENCY_KEY = "x-pgcourier-idempotency-key"
+ERRORS = "x-pgcourier-errors"
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-_RESERVED = {MESSAGE_ID, SENT_AT, ERRORS}
+_RESERVED = {MESSAGE_ID, SENT_AT, ERRORS, IDEMPOTENCY_KEY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,12 @@ def build_outgoing_batch(
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A claimed message as a handler sees it."""
+    """A claimed message as a handler sees it.
+
+    attempt: pgcourier's attempts at it, this one included (1 + the failures it
+    recorded); reads by other pgmq clients do not count. read_ct is pgmq's count of
+    every read, which fences this claim's acknowledgement.
+    """
 
     queue: str
     msg_id: int
@@ -182,29 +190,81 @@ class Message:
     enqueued_at: datetime
     payload: Any
     headers: dict[str, Any] = field(default_factory=dict)
+    read_ct: int = 1
 
     @property
     def id(self) -> str:
-        """The envelope id; messages sent by other pgmq clients fall back to the queue row id."""
-        return str(self.headers.get(MESSAGE_ID) or f"{self.queue}:{self.msg_id}")
+        """The envelope id. A message without one (sent by another pgmq client) is named by
+        its queue, row id and enqueue time: msg_ids start again when a queue is dropped
+        and created again, and such a message must not look handled already."""
+        value = self.headers.get(MESSAGE_ID)
+        if isinstance(value, str) and value:
+            return value
+        return f"{self.queue}:{self.msg_id}:{self.enqueued_at.timestamp():.6f}"
 
     @property
     def type(self) -> str | None:
-        return self.headers.get(TYPE)
+        value = self.headers.get(TYPE)
+        return value if isinstance(value, str) else None
 
     @property
     def correlation_id(self) -> str:
-        return str(self.headers.get(CORRELATION_ID) or self.id)
+        value = self.headers.get(CORRELATION_ID)
+        return value if isinstance(value, str) and value else self.id
 
     @property
     def causation_id(self) -> str | None:
-        return self.headers.get(CAUSATION_ID)
+        value = self.headers.get(CAUSATION_ID)
+        return value if isinstance(value, str) else None
 
     @property
     def ordering_key(self) -> str | None:
-        return self.headers.get(ORDERING_KEY)
+        value = self.headers.get(ORDERING_KEY)
+        return value if isinstance(value, str) else None
 
     @property
     def errors(self) -> list[dict[str, Any]]:
         """Errors of earlier attempts, oldest first."""
-        return list(self.headers.get(ERRORS) or [])
+        return _error_history(self.headers)
+
+
+def _error_history(headers: dict[str, Any]) -> list[dict[str, Any]]:
+    value = headers.get(ERRORS)
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
+def _decode(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # What orjson refuses (numbers beyond a double's range) the standard library
+        # still reads, as other clients may legally have written it.
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise UnreadableMessageError(f"{what} is not readable JSON: {exc}") from None
+
+
+def decode_claimed(
+    queue: str,
+    msg_id: int,
+    read_ct: int,
+    enqueued_at: datetime,
+    payload_text: str | None,
+    headers_text: str | None,
+) -> Message:
+    """A claimed row as a Message; raises UnreadableMessageError for what is no envelope:
+    headers that are not a JSON object (other pgmq clients may send any JSON there),
+    or JSON that cannot be decoded."""
+    headers = _decode(headers_text, "headers")
+    if headers is None:
+        headers = {}
+    elif not isinstance(headers, dict):
+        raise UnreadableMessageError(
+            f"headers must be a JSON object, got {type(headers).__name__}: {headers_text!r:.200}"
+        )
+    payload = _decode(payload_text, "payload")
+    attempt = len(_error_history(headers)) + 1
+    return Message(queue, msg_id, attempt, enqueued_at, payload, headers, read_ct)

@@ -3,8 +3,12 @@
 Woken by LISTEN/NOTIFY on its own connection, and polling every `poll_interval`
 seconds whatever happens to notifications; a claim that comes back empty (another
 worker was quicker) makes it sit out notifications for `empty_claim_backoff` seconds,
-doubling while it keeps losing. `stop()` stops claiming, lets in-flight handlers
-finish (up to `shutdown_timeout`) and acknowledges what they finished.
+doubling (at most 16x) while it keeps losing. `stop()` stops claiming, lets in-flight
+handlers finish (up to `shutdown_timeout`) and acknowledges what they finished.
+
+Every loop (claiming, acknowledging, renewing leases, listening, maintenance, the
+heartbeat) logs its errors and goes on; if one ends anyway, `run()` raises
+WorkerCrashedError at once instead of living on without consuming.
 """
 
 from __future__ import annotations
@@ -12,18 +16,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
 
-from . import queries
-from .consumer import QueueConsumer
+from .completer import Completer
+from .consumer import ConsumerConfig, QueueConsumer
 from .context import Handler, Route
 from .courier import Courier
-from .errors import ConfigurationError
+from .errors import ConfigurationError, WorkerCrashedError
+from .heartbeat import Heartbeat
+from .lease import LeaseRenewer
 from .listener import Listener
-from .naming import check_queue_name, queue_table
+from .loops import Backoff, forever
+from .naming import check_queue_name
+from .prune import Prune
+from .slots import Slots
+from .store import Lease
+from .vacuum import Vacuum
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pgcourier.worker")
 
 
 class Worker:
@@ -41,6 +53,8 @@ class Worker:
         inbox_retention: float = 7 * 24 * 3600,
         vacuum_dead_rows: int = 20_000,
         maintenance_interval: float = 2.0,
+        heartbeat_interval: float = 5.0,
+        name: str | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ConfigurationError("concurrency and batch_size must be at least 1")
@@ -48,6 +62,8 @@ class Worker:
             raise ConfigurationError("poll_interval must be positive")
         if empty_claim_backoff < 0:
             raise ConfigurationError("empty_claim_backoff must not be negative")
+        if heartbeat_interval <= 0 or maintenance_interval <= 0:
+            raise ConfigurationError("heartbeat_interval and maintenance_interval must be positive")
         self.courier = courier
         self.concurrency = concurrency
         self.batch_size = batch_size
@@ -59,15 +75,16 @@ class Worker:
         self.inbox_retention = inbox_retention
         self.vacuum_dead_rows = vacuum_dead_rows
         self.maintenance_interval = maintenance_interval
-        self._cannot_vacuum: set[str] = set()
+        self.heartbeat_interval = heartbeat_interval
+        self.name = name
         self.routes: dict[str, dict[str | None, Route]] = {}
         self.consumers: dict[str, QueueConsumer] = {}
         self.listener: Listener | None = None
+        self.heartbeat: Heartbeat | None = None
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
-        self._free_slots = concurrency
-        self._refill = max(1, min(batch_size, concurrency) // 2)
-        self._slot_freed = asyncio.Event()
+        self.slots = Slots(concurrency, refill=max(1, min(batch_size, concurrency) // 2))
+        self._loops: list[asyncio.Task[None]] = []
 
     # -- routing -------------------------------------------------------------
 
@@ -98,34 +115,6 @@ class Worker:
             register(handler)
         return register
 
-    # -- concurrency ---------------------------------------------------------
-
-    def reserve_slots(self, wanted: int) -> int:
-        """Grants up to `wanted` handler slots; none while handlers are running and fewer
-        than a refill's worth are free, since claiming a few at a time costs a round
-        trip each and busy queues would then never claim full batches."""
-        free = self._free_slots
-        if free < min(wanted, self._refill) and free < self.concurrency:
-            return 0
-        granted = min(wanted, free)
-        self._free_slots -= granted
-        return granted
-
-    def release_slots(self, count: int) -> None:
-        if count:
-            self._free_slots += count
-            self._slot_freed.set()
-
-    async def wait_for_slots(self) -> None:
-        """Returns once a refill's worth of slots is free, every slot is, or on stop()."""
-        while not (
-            self.stopping
-            or self._free_slots >= self._refill
-            or self._free_slots == self.concurrency
-        ):
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
     # -- lifecycle -----------------------------------------------------------
 
     @property
@@ -137,40 +126,137 @@ class Worker:
         self._stop.set()
         for consumer in self.consumers.values():
             consumer.wake.set()
-        self._slot_freed.set()
+        self.slots.interrupt()
 
     def _wake(self, queue: str) -> None:
         consumer = self.consumers.get(queue)
         if consumer is not None:
             consumer.wake.set()
 
+    def status(self) -> tuple[datetime | None, bool, bool]:
+        """(last successful claim, LISTEN connected, every loop running)."""
+        claims = [c.last_claim_at for c in self.consumers.values() if c.last_claim_at]
+        listening = self.listener is not None and self.listener.connected.is_set()
+        loops_alive = bool(self._loops) and not any(t.done() for t in self._loops)
+        return (max(claims) if claims else None), listening, loops_alive
+
     async def run(self) -> None:
         if not self.routes:
             raise ConfigurationError("no handlers registered")
-        for queue, routes in self.routes.items():
-            settings = await self.courier.queue_settings(queue)
-            self.consumers[queue] = QueueConsumer(self, settings, routes)
-        background: list[asyncio.Task[None]] = []
+        await self._build()
         claimers: list[asyncio.Task[None]] = []
         try:
-            if self.listen:
-                self.listener = Listener(self.listen_conninfo, self.consumers, self._wake)
-                background.append(asyncio.create_task(self.listener.run()))
+            if self.listener is not None:
+                self._spawn("listening", self.listener.run())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.listener.connected.wait(), 5)
             for consumer in self.consumers.values():
-                background.append(asyncio.create_task(consumer.flush_loop()))
-                background.append(asyncio.create_task(consumer.renew_loop()))
-                claimers.append(asyncio.create_task(consumer.claim_loop()))
-            background.append(asyncio.create_task(self._maintenance_loop()))
+                self._spawn(f"acknowledging on {consumer.queue}", consumer.completer.flush_loop())
+                self._spawn(
+                    f"renewing leases on {consumer.queue}", self._renewers[consumer.queue].run()
+                )
+            self._spawn(
+                "maintenance", self._every("maintenance", self.maintenance_interval, self._maintain)
+            )
+            assert self.heartbeat is not None
+            self._spawn(
+                "heartbeat", self._every("heartbeat", self.heartbeat_interval, self.heartbeat.beat)
+            )
+            background = list(self._loops)
+            for consumer in self.consumers.values():
+                claimers.append(
+                    self._spawn(f"claiming from {consumer.queue}", consumer.claim_loop())
+                )
             self.started.set()
-            await self._stop.wait()
+            await self._until_stopped_or_a_loop_ends(background + claimers)
             await asyncio.gather(*claimers)
             await self._drain()
         finally:
-            for task in claimers + background:
+            for task in self._loops:
                 task.cancel()
-            await asyncio.gather(*claimers, *background, return_exceptions=True)
+            await asyncio.gather(*self._loops, return_exceptions=True)
+            if self.heartbeat is not None:
+                with contextlib.suppress(Exception):
+                    await self.heartbeat.forget()
+
+    async def _build(self) -> None:
+        config = ConsumerConfig(self.batch_size, self.poll_interval, self.empty_claim_backoff)
+        self._renewers: dict[str, LeaseRenewer] = {}
+        all_settings = []
+        for queue, routes in self.routes.items():
+            settings = await self.courier.queue_settings(queue)
+            all_settings.append(settings)
+            inflight: dict[int, Lease] = {}
+            completer = Completer(
+                self.courier,
+                settings,
+                inflight,
+                on_flushed=lambda _, q=queue: self._wake(q),
+            )
+            self.consumers[queue] = QueueConsumer(
+                self.courier,
+                settings,
+                routes,
+                config=config,
+                slots=self.slots,
+                completer=completer,
+                inflight=inflight,
+                stop=self._stop,
+            )
+            self._renewers[queue] = LeaseRenewer(
+                self.courier, queue, settings.visibility_timeout_s, inflight
+            )
+        queues = list(self.consumers)
+        if self.listen:
+            self.listener = Listener(self.listen_conninfo, queues, self._wake)
+        self._vacuum = Vacuum(self.courier, queues, dead_rows=self.vacuum_dead_rows)
+        self._prune = Prune(self.courier, all_settings, inbox_retention_s=self.inbox_retention)
+        self._last_prune = 0.0
+        self.heartbeat = Heartbeat(self.courier, queues, name=self.name, status=self.status)
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"pgcourier {name}")
+        self._loops.append(task)
+        return task
+
+    async def _until_stopped_or_a_loop_ends(self, loops: list[asyncio.Task[None]]) -> None:
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if self.stopping:
+            return
+        ended = next(t for t in loops if t.done())
+        cause = None if ended.cancelled() else ended.exception()
+        log.critical(
+            "worker loop %r ended (%s): this worker cannot consume any more",
+            ended.get_name(),
+            "cancelled" if ended.cancelled() else f"{type(cause).__name__}: {cause}",
+        )
+        self.stop()
+        raise WorkerCrashedError(f"worker loop {ended.get_name()!r} ended") from cause
+
+    async def _every(
+        self, name: str, interval_s: float, step: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        async def once() -> None:
+            await step()
+            await asyncio.sleep(interval_s)
+
+        await forever(
+            name,
+            once,
+            log=log,
+            backoff=Backoff(base_s=interval_s, max_s=max(interval_s, 30.0)),
+        )
+
+    async def _maintain(self) -> None:
+        await self._vacuum.run_once()
+        now = asyncio.get_running_loop().time()
+        if now - self._last_prune >= 60:
+            self._last_prune = now
+            await self._prune.run_once()
 
     async def _drain(self) -> None:
         tasks = [t for c in self.consumers.values() for t in c.handler_tasks]
@@ -187,51 +273,4 @@ class Worker:
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
         for consumer in self.consumers.values():
-            await consumer.flush()
-
-    async def _maintenance_loop(self) -> None:
-        """Vacuums queue tables whose dead rows pile up; prunes archives and the inbox."""
-        last_prune = 0.0
-        while True:
-            try:
-                for consumer in self.consumers.values():
-                    await self._vacuum_if_needed(consumer.queue)
-                if time.monotonic() - last_prune >= 60:
-                    last_prune = time.monotonic()
-                    await self._prune()
-            except Exception as exc:
-                log.warning("maintenance failed: %s", exc)
-            await asyncio.sleep(self.maintenance_interval)
-
-    async def _vacuum_if_needed(self, queue: str) -> None:
-        if queue in self._cannot_vacuum:
-            return
-        table = queue_table(queue).as_string(None)
-        async with self.courier.statement_connection() as conn:
-            cur = await conn.execute(queries.query("queue_health"), {"table": table})
-            row = await cur.fetchone()
-            if row is None:
-                return
-            dead_rows, may_vacuum = row
-            if not may_vacuum:
-                self._cannot_vacuum.add(queue)
-                log.info("not the owner of %s: leaving its dead rows to autovacuum", table)
-                return
-            if dead_rows < self.vacuum_dead_rows:
-                return
-            # VACUUM refuses to run inside a transaction block: this one is autocommit.
-            await conn.execute(queries.queue_query("queue_vacuum", queue))
-        log.info("vacuumed %s (%d dead rows)", table, dead_rows)
-
-    async def _prune(self) -> None:
-        async with self.courier.statement_connection() as conn:
-            for consumer in self.consumers.values():
-                if consumer.settings.archive:
-                    await conn.execute(
-                        queries.queue_query("archive_prune", consumer.queue),
-                        {"now": None, "retention_s": consumer.settings.archive_retention_s},
-                    )
-            await conn.execute(
-                queries.query("inbox_prune"),
-                {"now": None, "retention_s": self.inbox_retention},
-            )
+            await consumer.completer.flush()

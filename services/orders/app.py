@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from pgcourier import Courier
 from services.shared import contracts as c
+from services.shared import idempotency
 from services.shared.http import (
     Endpoint,
     HTTPError,
@@ -41,6 +42,8 @@ PLACE_ORDER = Schema(
     )
 )
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
+# payments keeps amounts in an integer column; an order it cannot charge is refused here.
+MAX_ORDER_TOTAL_CENTS = 2**31 - 1
 
 
 def _invalid(field: str, message: str) -> HTTPError:
@@ -69,9 +72,12 @@ async def place_order(request: Request) -> Response:
     customer_id = principal(request).user_id
     settings: ServiceSettings = request.app.state.settings
     courier: Courier = request.app.state.courier
-    # One transaction: the order, its first event, order.placed and the stock timeout
-    # all exist or none does.
+    key = idempotency.RequestKey.of(request, body, caller=customer_id)
+    # One transaction: the order, its first event, order.placed, the stock timeout
+    # and the idempotency key all exist or none does.
     async with courier.pool.connection() as conn, conn.transaction():
+        if (first := await key.replay(conn)) is not None:
+            return first
         cur = await conn.execute(
             query("orders", "product_select_active"), {"product_ids": product_ids}
         )
@@ -83,6 +89,12 @@ async def place_order(request: Request) -> Response:
         prices = [catalogue[pid][1] for pid in product_ids]
         quantities = [line["quantity"] for line in lines]
         total = sum(p * q for p, q in zip(prices, quantities, strict=True))
+        if total > MAX_ORDER_TOTAL_CENTS:
+            raise _invalid(
+                "lines",
+                f"the order's total of {total} cents is over the limit of"
+                f" {MAX_ORDER_TOTAL_CENTS} cents; split it into smaller orders",
+            )
         cur = await conn.execute(
             query("orders", "order_insert"),
             {"customer_id": customer_id, "total_cents": total, "card_token": body["card_token"]},
@@ -126,7 +138,7 @@ async def place_order(request: Request) -> Response:
             saga.STEP_STOCK,
             settings.saga_step_timeout_s,
         )
-    return JSONResponse({"order_id": order_id, "status": saga.PENDING}, status_code=202)
+        return await key.answer(conn, {"order_id": order_id, "status": saga.PENDING}, status=202)
 
 
 def _order_json(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -191,11 +203,23 @@ async def _fetch_all(conn: psycopg.AsyncConnection, name: str, order_id: str) ->
 
 
 ENDPOINTS = [
-    Endpoint("POST", "/orders", place_order, "Place an order", body=PLACE_ORDER, success=202),
+    Endpoint(
+        "POST",
+        "/orders",
+        place_order,
+        "Place an order (retry safely with an Idempotency-Key)",
+        body=PLACE_ORDER,
+        success=202,
+        idempotent=True,
+    ),
     Endpoint("GET", "/orders", list_orders, "Your orders, newest first (?limit=1..100)"),
     Endpoint("GET", "/orders/{order_id}", get_order, "An order with its lines and history"),
 ]
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS)
+    async def startup(courier: Courier) -> None:
+        # This process schedules the stock step's timeout: refuse a too-short one.
+        await saga.check_step_timeout(courier, settings.saga_step_timeout_s)
+
+    return service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts as c
+from services.shared.contracts import InvalidPayload
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -32,17 +33,23 @@ async def on_product(message: Message, ctx: Context) -> None:
 
 
 def product_row(message: Message) -> dict[str, Any]:
-    """The payload as a product row; a malformed event fails (and dead-letters)."""
+    """The payload as a product row; a malformed event is rejected (dead letters at once)."""
     p = message.payload
     if not isinstance(p, dict):
-        raise ValueError("product event payload is not an object")
+        raise InvalidPayload("product event payload is not an object")
     name, price, active = p.get("name"), p.get("price_cents"), p.get("active")
     if not isinstance(name, str) or not isinstance(active, bool):
-        raise ValueError("product event needs a name string and an active boolean")
+        raise InvalidPayload("product event needs a name string and an active boolean")
     if not isinstance(price, int) or isinstance(price, bool) or price < 0:
-        raise ValueError(f"product event price_cents {price!r} is not a non-negative integer")
+        raise InvalidPayload(f"product event price_cents {price!r} is not a non-negative integer")
+    try:
+        product_id = str(uuid.UUID(str(p.get("product_id"))))
+    except ValueError:
+        raise InvalidPayload(
+            f"product event product_id {p.get('product_id')!r} is not a uuid"
+        ) from None
     return {
-        "product_id": str(uuid.UUID(str(p.get("product_id")))),
+        "product_id": product_id,
         "name": name,
         "price_cents": price,
         "active": active,
@@ -64,12 +71,25 @@ def saga_handler(kind: str, timeout_s: float) -> Handler:
         decision = saga.decide(kind, order.status, message.payload)
         if decision is not None:
             status = await saga.apply(ctx, order, kind, decision, timeout_s)
-            log.info("order %s: %s (%s -> %s)", order_id, kind, order.status, status)
+            # A timeout cancelling an order, and what it leaves to undo, lose a sale:
+            # worth a warning. Declines and sold-out stock are business as usual.
+            level = logging.WARNING if saga.lost_to_timeout(kind, decision) else logging.INFO
+            log.log(
+                level,
+                "order %s: %s (%s -> %s): %s",
+                order_id,
+                kind,
+                order.status,
+                status,
+                decision.detail,
+            )
 
     return handle
 
 
 def setup(worker: Worker, settings: ServiceSettings) -> None:
+    # This worker schedules the payment step's timeout: refuse a too-short one.
+    saga.check_step_timeout_blocking(settings.database_url, settings.saga_step_timeout_s)
     for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
         worker.handle(c.ORDERS_INBOX, on_product, type=topic, transactional=True)
     for kind in SAGA_MESSAGES:

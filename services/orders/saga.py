@@ -6,15 +6,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from pgcourier import Context
+from pgcourier import ConfigurationError, Context, Courier
 from services.shared import contracts as c
+from services.shared.contracts import InvalidPayload
 from services.shared.sql import query
 
 PENDING = "pending"
@@ -24,6 +27,14 @@ CANCELLED = "cancelled"
 
 STEP_STOCK = "stock"
 STEP_PAYMENT = "payment"
+
+# The queues a step waits on: its command's (products, payments) and its reply's
+# (orders). A worker that crashes holding a step's message gives it back only when
+# its lease runs out, and a failed first attempt is retried after the first backoff;
+# the step's timeout must leave room for both, or one crash cancels a sale.
+SAGA_QUEUES = (c.PRODUCTS_INBOX, c.PAYMENTS_INBOX, c.ORDERS_INBOX)
+# Room for the redelivered message to be claimed and handled, and its reply too.
+STEP_TIMEOUT_MARGIN = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +129,22 @@ def _reason(payload: dict[str, Any]) -> str:
     return reason if isinstance(reason, str) and reason else "no reason given"
 
 
+def lost_to_timeout(kind: str, decision: Decision) -> bool:
+    """Whether the decision cancels an order because a step timed out, or undoes what
+    a step did after its order had timed out: a sale lost, not a customer's problem."""
+    if kind == c.SAGA_TIMEOUT:
+        return decision.to_status == CANCELLED
+    return decision.to_status is None and bool(decision.sends)
+
+
 def order_id_of(payload: Any) -> str:
-    """The payload's order id, canonical; a malformed message fails (and dead-letters)."""
+    """The payload's order id, canonical; a malformed message is rejected (dead letters)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
-        raise ValueError("payload has no order_id string")
+        raise InvalidPayload("payload has no order_id string")
     try:
         return str(uuid.UUID(payload["order_id"]))
     except ValueError:
-        raise ValueError(f"order_id {payload['order_id']!r} is not a uuid") from None
+        raise InvalidPayload(f"order_id {payload['order_id']!r} is not a uuid") from None
 
 
 async def record_event(
@@ -202,3 +221,38 @@ async def schedule_timeout(
         type=c.SAGA_TIMEOUT,
         delay=delay_s,
     )
+
+
+def step_timeout_floor(
+    visibility_timeout_s: float, backoff_base_s: float, backoff_max_s: float
+) -> float:
+    """The shortest step timeout a queue with these settings allows."""
+    return STEP_TIMEOUT_MARGIN * (visibility_timeout_s + min(backoff_base_s, backoff_max_s))
+
+
+async def check_step_timeout(courier: Courier, step_timeout_s: float) -> None:
+    """Refuses (ConfigurationError) a step timeout that a crashed worker's lease could eat."""
+    for queue in SAGA_QUEUES:
+        q = await courier.queue_settings(queue)
+        floor = step_timeout_floor(q.visibility_timeout_s, q.backoff_base_s, q.backoff_max_s)
+        if step_timeout_s < floor:
+            raise ConfigurationError(
+                f"SHOP_SAGA_STEP_TIMEOUT={step_timeout_s:g}s is too short for queue {queue}:"
+                f" its lease (visibility timeout) is {q.visibility_timeout_s:g}s and its first"
+                f" retry backoff up to {min(q.backoff_base_s, q.backoff_max_s):g}s, so a"
+                " message held by a crashed worker would come back only as the saga gives up;"
+                f" use a step timeout of at least {floor:g}s ({STEP_TIMEOUT_MARGIN:g} x"
+                " (lease + backoff)) or shorten the queue's visibility timeout"
+            )
+
+
+def check_step_timeout_blocking(database_url: str, step_timeout_s: float) -> None:
+    """check_step_timeout for synchronous start-up code (a worker's setup), on its own
+    connection and event loop, in a thread so that a running loop is not re-entered."""
+
+    async def check() -> None:
+        async with Courier(database_url, pool_min_size=1, pool_max_size=1) as courier:
+            await check_step_timeout(courier, step_timeout_s)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, check()).result()

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.shared.contracts import PAYMENTS_INBOX
 from services.shared.http import Endpoint, not_found, path_uuid, principal, service_app
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
@@ -71,4 +72,4 @@ ENDPOINTS = [
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS)
+    return service_app(settings, ENDPOINTS, consumes=PAYMENTS_INBOX)

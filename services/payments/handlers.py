@@ -13,8 +13,9 @@ from typing import Any
 
 import psycopg
 
-from pgcourier import Context, Message, Worker
+from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts
+from services.shared.contracts import InvalidPayload
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -23,10 +24,6 @@ from . import provider
 log = logging.getLogger(__name__)
 
 _INT_MAX = 2**31 - 1
-
-
-class InvalidPayload(ValueError):
-    """A command not shaped as the contract says: retried, then dead-lettered for a human."""
 
 
 def _uuid(payload: dict[str, Any], name: str) -> str:
@@ -80,7 +77,14 @@ async def _insert(
     return str(row[0]) if row else None
 
 
-async def on_charge(message: Message, ctx: Context) -> None:
+def charge_handler(card_provider: provider.CardProvider) -> Handler:
+    async def on_charge(message: Message, ctx: Context) -> None:
+        await charge(message, ctx, card_provider)
+
+    return on_charge
+
+
+async def charge(message: Message, ctx: Context, card_provider: provider.CardProvider) -> None:
     order_id, customer_id, amount, token = _charge_command(_payload(message))
     assert ctx.conn is not None
     # The pending row is written before the provider is asked: it claims the
@@ -90,9 +94,22 @@ async def on_charge(message: Message, ctx: Context) -> None:
     if payment_id is None:
         log.info("order %s already has a payment; charge ignored", order_id)
         return
-    answer = provider.charge(payment_id, amount, token)
+    # The key comes from the command, not from payment_id: this transaction (and the
+    # payment id made in it) can be lost after the provider charged, and the retry
+    # must find that charge rather than make a second one.
+    try:
+        answer = await card_provider.charge(
+            idempotency_key=provider.charge_key(order_id),
+            order_id=order_id,
+            amount_cents=amount,
+            card_token=token,
+        )
+    except provider.IdempotencyConflict as exc:
+        raise InvalidPayload(f"order {order_id}: {exc}") from exc
     if answer is None:
-        log.warning("provider did not answer for payment %s (order %s)", payment_id, order_id)
+        log.warning(
+            "provider did not answer for payment %s (order %s): left pending", payment_id, order_id
+        )
         return
     settle = {"payment_id": payment_id, "reason": None, "provider_ref": None}
     if isinstance(answer, provider.Captured):
@@ -142,7 +159,15 @@ async def on_refund(message: Message, ctx: Context) -> None:
     )
 
 
-def setup(worker: Worker, settings: ServiceSettings) -> None:
+def setup(
+    worker: Worker,
+    settings: ServiceSettings,
+    *,
+    card_provider: provider.CardProvider | None = None,
+) -> None:
+    """card_provider: by default one on the service's own database (the fake's ledger)."""
     inbox = contracts.PAYMENTS_INBOX
+    card_provider = card_provider or provider.CardProvider(settings.database_url)
+    on_charge = charge_handler(card_provider)
     worker.handle(inbox, on_charge, type=contracts.PAYMENT_CHARGE, transactional=True)
     worker.handle(inbox, on_refund, type=contracts.PAYMENT_REFUND, transactional=True)

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pgcourier import Courier
-from services.shared.contracts import PRODUCT_CREATED, PRODUCT_UPDATED
+from services.shared import idempotency
+from services.shared.contracts import PRODUCT_CREATED, PRODUCT_UPDATED, PRODUCTS_INBOX
 from services.shared.http import (
     Endpoint,
     HTTPError,
@@ -94,8 +95,11 @@ async def create_product(request: Request) -> Response:
     body = await read_json(request, NEW_PRODUCT)
     _trimmed(body, "name")
     _trimmed(body, "category")
+    key = idempotency.RequestKey.of(request, body, caller=principal(request).user_id)
     courier: Courier = request.app.state.courier
     async with courier.pool.connection() as conn, conn.transaction():
+        if (first := await key.replay(conn)) is not None:
+            return first
         await conn.execute(_q("category_ensure"), {"name": body["category"]})
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
@@ -111,7 +115,7 @@ async def create_product(request: Request) -> Response:
         row = await cur.fetchone()
         assert row is not None
         await _publish(courier, conn, PRODUCT_CREATED, row)
-    return JSONResponse(_product_json(row), status_code=201)
+        return await key.answer(conn, _product_json(row), status=201)
 
 
 async def update_product(request: Request) -> Response:
@@ -177,7 +181,11 @@ async def adjust_stock(request: Request) -> Response:
     if body["delta"] == 0:
         raise HTTPError(422, "validation_error", "must not be zero", field="delta")
     params = {"product_id": product_id, "delta": body["delta"], "max_stock": MAX_STOCK}
-    async with request.app.state.courier.pool.connection() as conn:
+    # A delta is not idempotent by itself: a retried +10 must not add 20.
+    key = idempotency.RequestKey.of(request, body, caller=principal(request).user_id)
+    async with request.app.state.courier.pool.connection() as conn, conn.transaction():
+        if (first := await key.replay(conn)) is not None:
+            return first
         cur = await conn.execute(_q("product_stock_adjust"), params)
         row = await cur.fetchone()
         if row is None:
@@ -191,11 +199,20 @@ async def adjust_stock(request: Request) -> Response:
                 "stock_out_of_range",
                 f"stock {current['stock']} {body['delta']:+d} would leave 0..{MAX_STOCK}",
             )
-    return JSONResponse({"product_id": str(row[0]), "stock": row[1]})
+        return await key.answer(conn, {"product_id": str(row[0]), "stock": row[1]}, status=200)
 
 
 ENDPOINTS = [
-    Endpoint("POST", "/products", create_product, "Add a product", "admin", NEW_PRODUCT, 201),
+    Endpoint(
+        "POST",
+        "/products",
+        create_product,
+        "Add a product (retry safely with an Idempotency-Key)",
+        "admin",
+        NEW_PRODUCT,
+        201,
+        idempotent=True,
+    ),
     Endpoint("GET", "/products", list_products, "List products, optionally ?category="),
     Endpoint("GET", "/products/{product_id}", get_product, "One product"),
     Endpoint(
@@ -210,13 +227,14 @@ ENDPOINTS = [
         "POST",
         "/products/{product_id}/stock",
         adjust_stock,
-        "Add or remove stock (409 if it would go negative)",
+        "Add or remove stock (409 if it would go negative; retry with an Idempotency-Key)",
         "admin",
         STOCK_CHANGE,
+        idempotent=True,
     ),
     Endpoint("GET", "/categories", list_categories, "List categories"),
 ]
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS)
+    return service_app(settings, ENDPOINTS, consumes=PRODUCTS_INBOX)

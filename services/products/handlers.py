@@ -23,6 +23,7 @@ from services.shared.contracts import (
     STOCK_RELEASE,
     STOCK_RELEASED,
     STOCK_RESERVED,
+    InvalidPayload,
 )
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
@@ -30,9 +31,9 @@ from services.shared.sql import query
 log = logging.getLogger(__name__)
 
 
-class MalformedMessage(Exception):
-    """A message without a usable order id: no reply can be addressed, so it fails
-    until it lands in the dead letters, where an operator can see it."""
+class MalformedMessage(InvalidPayload):
+    """A message without a usable order id: no reply can be addressed, so it goes to
+    the dead letters at once, where an operator can see it."""
 
 
 def _q(name: str) -> Any:

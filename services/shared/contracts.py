@@ -15,6 +15,14 @@ handled one at a time and in order.
 
 from __future__ import annotations
 
+from pgcourier import RejectMessage
+
+
+class InvalidPayload(RejectMessage):
+    """A message not shaped as its contract says: no retry can fix it, so pgcourier
+    sends it to the dead letters at once, with this as the reason."""
+
+
 # Queues (created by sql/shop/migrations, one per consuming service).
 ORDERS_INBOX = "orders_inbox"
 PRODUCTS_INBOX = "products_inbox"

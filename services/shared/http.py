@@ -2,38 +2,96 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgcourier import Courier
+from pgcourier import Admin, Courier, DatabaseError
 
+from . import idempotency
 from .auth import AuthError, Principal, token_verify
+from .errors import HTTPError
 from .settings import ServiceSettings
 from .validation import Schema, ValidationError
 
+__all__ = ["Endpoint", "HTTPError", "not_found", "path_uuid", "principal", "read_json"]
 
-class HTTPError(Exception):
-    def __init__(self, status: int, error: str, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.status, self.error, self.message, self.field = status, error, message, field
+log = logging.getLogger("services.http")
+
+# /health says degraded when no worker of the service beat within this many seconds
+# (workers beat every 5 s), or when a ready message has waited longer than this.
+HEALTH_CONSUMER_ALIVE_S = 15.0
+HEALTH_OLDEST_READY_S = 30.0
+
+# How long a client should wait before retrying while the database is unreachable:
+# a Postgres restart takes about a second, and the pool reconnects on its own.
+RETRY_AFTER_S = 1
 
 
-def error_response(status: int, error: str, message: str, field: str | None = None) -> Response:
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    field: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> Response:
     body: dict[str, Any] = {"error": error, "message": message}
     if field is not None:
         body["field"] = field
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether exc says the database cannot be reached right now (a retry may succeed).
+
+    Driver errors reach here bare (psycopg.OperationalError: refused connections,
+    terminated backends, a connection lost inside a transaction; psycopg_pool's
+    PoolTimeout and PoolClosed derive from it) or wrapped by pgcourier (DatabaseError,
+    the driver's error as its __cause__). A connection that broke earlier in the same
+    request can surface later as an InterfaceError ("the connection is closed/lost").
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg.OperationalError):
+            return True
+        if isinstance(current, psycopg.InterfaceError) and _connection_gone(current):
+            return True
+        if not isinstance(current, DatabaseError | psycopg.Error):
+            # Only the driver's and pgcourier's own errors are followed to their causes:
+            # an unrelated bug raised while handling a database error stays a 500.
+            return False
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _connection_gone(exc: psycopg.InterfaceError) -> bool:
+    text = str(exc).lower()
+    return "connection is closed" in text or "connection is lost" in text
+
+
+def unavailable_response() -> Response:
+    return error_response(
+        503,
+        "unavailable",
+        "the database is unavailable; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def not_found(what: str) -> HTTPError:
@@ -62,6 +120,8 @@ class Endpoint:
     access: str = "user"
     body: Schema | None = None
     success: int = 200
+    # Accepts an Idempotency-Key header (the handler uses services.shared.idempotency).
+    idempotent: bool = False
 
 
 def principal(request: Request) -> Principal:
@@ -112,8 +172,25 @@ def _guard(endpoint: Endpoint) -> Handler:
             return await endpoint.handler(request)
         except HTTPError as exc:
             return error_response(exc.status, exc.error, exc.message, exc.field)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # Answered here rather than by the app's error handler, which would also
+            # re-raise it: one line per request, not a traceback, while Postgres restarts.
+            log.warning(
+                "%s %s: database unavailable, answered 503: %s",
+                request.method,
+                request.url.path,
+                _one_line(exc),
+            )
+            return unavailable_response()
 
     return guarded
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def openapi(title: str, endpoints: list[Endpoint]) -> dict[str, Any]:
@@ -132,6 +209,16 @@ def openapi(title: str, endpoints: list[Endpoint]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": e.body.openapi()}},
             }
             op["responses"]["422"] = {"description": "invalid field"}
+        if e.idempotent:
+            op["parameters"] = [idempotency.OPENAPI_PARAMETER]
+            op["responses"]["422"] = {
+                "description": "invalid field or Idempotency-Key, or the key was already"
+                " used with a different request"
+            }
+        op["responses"]["503"] = {
+            "description": "the database is unavailable; retry after Retry-After seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        }
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {
         "openapi": "3.0.3",
@@ -150,17 +237,52 @@ def service_app(
     endpoints: list[Endpoint],
     *,
     on_startup: Callable[[Courier], Awaitable[None]] | None = None,
+    consumes: str | None = None,
 ) -> Starlette:
-    """A service's Starlette app, holding a Courier whose pool is the service role's."""
+    """A service's Starlette app, holding a Courier whose pool is the service role's.
+
+    consumes: the queue the service's workers consume, whose consumers /health watches.
+    """
     spec = openapi(f"{settings.service} service", endpoints)
 
     async def health(request: Request) -> Response:
+        """ok; degraded (still 200: this process serves) with the reasons when the
+        service's queue has no live consumer or its oldest ready message waited too
+        long; 503 when the database is unreachable."""
+        courier: Courier = request.app.state.courier
         try:
-            async with request.app.state.courier.pool.connection(timeout=2) as conn:
+            async with courier.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
+                consumer = None
+                if consumes is not None:
+                    consumer = await Admin(courier).consumer_health(
+                        consumes, alive_within_s=HEALTH_CONSUMER_ALIVE_S, conn=conn
+                    )
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok", "service": settings.service})
+            return JSONResponse(
+                {"status": "unavailable", "service": settings.service, "error": str(exc)},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        body: dict[str, Any] = {"status": "ok", "service": settings.service}
+        if consumer is not None:
+            reasons = []
+            if consumer.live_workers == 0:
+                reasons.append(f"no live consumer of {consumes}")
+            age = consumer.oldest_ready_age_s
+            if age is not None and age > HEALTH_OLDEST_READY_S:
+                reasons.append(f"oldest ready message on {consumes} has waited {age:.0f}s")
+            body["consumer"] = {
+                "queue": consumes,
+                "live_workers": consumer.live_workers,
+                "last_claim_at": consumer.last_claim_at.isoformat()
+                if consumer.last_claim_at
+                else None,
+                "oldest_ready_age_s": age,
+            }
+            if reasons:
+                body |= {"status": "degraded", "reasons": reasons}
+        return JSONResponse(body)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(spec)
@@ -170,17 +292,41 @@ def service_app(
         return error_response(exc.status_code, "http_error", str(exc.detail))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, psycopg.OperationalError):
-            return error_response(503, "unavailable", "the database is unavailable")
+        if database_unavailable(exc):
+            return unavailable_response()
         return error_response(500, "internal_error", "internal error")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Courier(settings.database_url, pool_max_size=10) as courier:
+        # The service's own pool rather than Courier's default, for its checkout timeout:
+        # a request waits db_timeout_s for a connection, then gets its 503.
+        pool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=10,
+            timeout=settings.db_timeout_s,
+            open=False,
+            name=f"{settings.service}-http",
+        )
+        try:
+            await pool.open(wait=True, timeout=30)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise DatabaseError(f"could not connect to the database within 30s: {exc}") from exc
+        async with pool, Courier(settings.database_url, pool=pool) as courier:
             app.state.courier = courier
             if on_startup is not None:
                 await on_startup(courier)
-            yield
+            pruning = None
+            if any(e.idempotent for e in endpoints):
+                pruning = asyncio.create_task(idempotency.prune_loop(courier, settings.service))
+            try:
+                yield
+            finally:
+                if pruning is not None:
+                    pruning.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pruning
 
     routes = [Route("/health", health), Route("/openapi.json", openapi_json)]
     routes += [Route(e.path, _guard(e), methods=[e.method]) for e in endpoints]

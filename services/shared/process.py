@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -20,9 +21,9 @@ AppFactory = Callable[[ServiceSettings], Starlette]
 WorkerSetup = Callable[[Worker, ServiceSettings], None]
 
 
-async def run_worker(settings: ServiceSettings, setup: WorkerSetup) -> None:
+async def run_worker(settings: ServiceSettings, setup: WorkerSetup, *, name: str) -> None:
     async with Courier(settings.database_url, pool_max_size=10) as courier:
-        worker = Worker(courier, concurrency=20, batch_size=20)
+        worker = Worker(courier, concurrency=20, batch_size=20, name=name)
         setup(worker, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -35,14 +36,16 @@ def main(service: str, app: AppFactory, setup: WorkerSetup | None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
     parser.add_argument("role", choices=["http", "worker"] if setup else ["http"])
     args = parser.parse_args()
+    # runner.py names each replica (orders-worker-2); compose.yaml each service and role.
+    instance = os.environ.get("SHOP_INSTANCE") or f"{service}-{args.role}"
     logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {service} {args.role} %(levelname)s %(message)s"
+        level=logging.INFO, format=f"%(asctime)s {instance} %(levelname)s %(message)s"
     )
     try:
         settings = ServiceSettings.from_env(service)
         if args.role == "worker":
             assert setup is not None
-            asyncio.run(run_worker(settings, setup))
+            asyncio.run(run_worker(settings, setup, name=instance))
         else:
             uvicorn.run(
                 app(settings),

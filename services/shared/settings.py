@@ -27,6 +27,9 @@ class ServiceSettings:
     admin_email: str | None = None
     admin_password: str | None = None
     max_body_bytes: int = 64 * 1024
+    # How long a request waits for a database connection before it is answered 503
+    # (with Retry-After) rather than hanging while the database is unreachable.
+    db_timeout_s: float = 5
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServiceSettings:

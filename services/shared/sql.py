@@ -19,3 +19,11 @@ def query(service: str, name: str) -> sql.Composed:
     """Literal braces are doubled in query files, as in pgcourier's own."""
     text = (SQL_ROOT / service / "queries" / f"{name}.sql").read_text()
     return sql.SQL(text).format()  # type: ignore[arg-type]
+
+
+@functools.cache
+def table_query(component: str, name: str, table: tuple[str, str]) -> sql.Composed:
+    """A query of sql/<component>/queries/ on a table named at run time: `{table}`
+    in the file becomes the quoted (schema, name)."""
+    text = (SQL_ROOT / component / "queries" / f"{name}.sql").read_text()
+    return sql.SQL(text).format(table=sql.Identifier(*table))  # type: ignore[arg-type]

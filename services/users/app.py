@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pgcourier import Courier
+from services.shared import idempotency
 from services.shared.auth import ROLES, Principal, token_issue
 from services.shared.http import (
     Endpoint,
@@ -90,11 +91,20 @@ async def register(request: Request) -> Response:
         raise HTTPError(
             422, "validation_error", "send the password itself, not a hash", field="password"
         )
+    key = idempotency.RequestKey.of(request, body)
     params = {"email": email, "password_hash": await hash_password(body["password"])}
-    row = await _fetch_one(request, "account_insert", {**params, "role": "customer"})
-    if row is None:
-        raise HTTPError(409, "conflict", "an account with this email already exists")
-    return JSONResponse(_user(row), status_code=201)
+    async with (
+        request.app.state.courier.pool.connection() as conn,
+        conn.transaction(),
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        if (first := await key.replay(conn)) is not None:
+            return first
+        await cur.execute(query("users", "account_insert"), {**params, "role": "customer"})
+        row = await cur.fetchone()
+        if row is None:
+            raise HTTPError(409, "conflict", "an account with this email already exists")
+        return await key.answer(conn, _user(row), status=201)
 
 
 async def login(request: Request) -> Response:
@@ -203,10 +213,11 @@ def create_app(settings: ServiceSettings) -> Starlette:
             "POST",
             "/users/register",
             register,
-            "Create a customer account",
+            "Create a customer account (retry safely with an Idempotency-Key)",
             access="public",
             body=REGISTER,
             success=201,
+            idempotent=True,
         ),
         Endpoint(
             "POST",

@@ -27,6 +27,11 @@ from services.shared.settings import ServiceSettings
 JWT_SECRET = "test-secret-" + "x" * 32
 ADMIN_EMAIL = "admin@shop.test"
 ADMIN_PASSWORD = "admin-password-1"
+# Shorter leases and backoffs than the shop's, so that tests may use short saga step
+# timeouts (orders refuses a step timeout under 1.5 x (lease + first backoff)).
+TEST_LEASE_S = 1.0
+TEST_BACKOFF_S = 0.2
+TEST_STEP_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +44,13 @@ def shop_template_url(server_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(server_url, dbname=name)
     asyncio.run(shop_migrate(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        for queue in ("orders_inbox", "products_inbox", "payments_inbox"):
+            conn.execute(
+                "SELECT pgcourier.queue_create(%s, visibility_timeout_s => %s,"
+                " max_attempts => 10, backoff_base_s => %s, backoff_max_s => 30)",
+                [queue, TEST_LEASE_S, TEST_BACKOFF_S],
+            )
     yield url
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(
@@ -71,7 +83,7 @@ def settings_for(shop_url: str) -> Callable[[str], ServiceSettings]:
             service=service,
             database_url=role_url(shop_url, service),
             jwt_secret=JWT_SECRET,
-            saga_step_timeout_s=2,
+            saga_step_timeout_s=TEST_STEP_TIMEOUT_S,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,
         )

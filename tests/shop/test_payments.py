@@ -6,11 +6,13 @@ replies are read straight from orders_inbox. No other service runs.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from pgcourier import Courier
@@ -34,8 +36,15 @@ async def bus(shop_url: str) -> AsyncIterator[Courier]:
 
 @pytest.fixture
 async def worker(settings_for: Callable[[str], ServiceSettings]) -> AsyncIterator[None]:
-    async with run_service_worker(settings_for("payments"), setup):
-        yield
+    settings = settings_for("payments")
+    card_provider = provider.CardProvider(settings.database_url)
+    try:
+        async with run_service_worker(
+            settings, functools.partial(setup, card_provider=card_provider)
+        ):
+            yield
+    finally:
+        await card_provider.close()
 
 
 @pytest.fixture
@@ -125,14 +134,91 @@ def new_order() -> str:
 def test_provider_declines_or_never_answers_by_its_rules(
     amount: int, token: str, expected: provider.Answer | None
 ) -> None:
-    assert provider.charge("p-1", amount, token) == expected
+    assert provider.decide(amount, token) == expected
 
 
-def test_provider_captures_any_other_token_up_to_the_limit_with_a_stable_reference() -> None:
-    first = provider.charge("p-1", 100_000, "tok_visa")
-    assert isinstance(first, provider.Captured)
-    assert first == provider.charge("p-1", 100_000, "tok_mastercard")
-    assert first != provider.charge("p-2", 100_000, "tok_visa")
+def test_provider_captures_any_other_token_up_to_the_limit() -> None:
+    assert isinstance(provider.decide(100_000, "tok_visa"), provider.Captured)
+    assert isinstance(provider.decide(1, "tok_mastercard"), provider.Captured)
+
+
+@pytest.fixture
+async def card_provider(
+    settings_for: Callable[[str], ServiceSettings],
+) -> AsyncIterator[provider.CardProvider]:
+    p = provider.CardProvider(settings_for("payments").database_url)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def ledger(bus: Courier) -> list[tuple[Any, ...]]:
+    """The provider's own record: (order_id, amount_cents, outcome, provider_ref)."""
+    async with bus.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT order_id::text, amount_cents, outcome, provider_ref"
+            " FROM card_provider.charge ORDER BY created_at"
+        )
+        return await cur.fetchall()
+
+
+async def test_provider_answers_a_repeated_key_with_the_first_answer_and_charges_once(
+    bus: Courier, card_provider: provider.CardProvider
+) -> None:
+    order_id = new_order()
+    args = {"order_id": order_id, "amount_cents": 900, "card_token": "tok_visa"}
+    first = await card_provider.charge(idempotency_key="k-1", **args)
+    assert isinstance(first, provider.Captured) and first.provider_ref.startswith("fake_")
+    assert await card_provider.charge(idempotency_key="k-1", **args) == first
+    assert await ledger(bus) == [(order_id, 900, "captured", first.provider_ref)]
+    # Another key is another charge, with its own reference.
+    other = await card_provider.charge(idempotency_key="k-2", **args)
+    assert isinstance(other, provider.Captured) and other != first
+
+
+async def test_provider_refuses_a_key_reused_for_another_charge(
+    bus: Courier, card_provider: provider.CardProvider
+) -> None:
+    order_id = new_order()
+    await card_provider.charge(
+        idempotency_key="k", order_id=order_id, amount_cents=900, card_token="tok_visa"
+    )
+    with pytest.raises(provider.IdempotencyConflict):
+        await card_provider.charge(
+            idempotency_key="k", order_id=order_id, amount_cents=901, card_token="tok_visa"
+        )
+    assert len(await ledger(bus)) == 1
+
+
+async def test_provider_keeps_declines_and_records_nothing_when_it_never_answers(
+    bus: Courier, card_provider: provider.CardProvider
+) -> None:
+    declined, silent = new_order(), new_order()
+    answer = await card_provider.charge(
+        idempotency_key="d", order_id=declined, amount_cents=5, card_token="tok_decline"
+    )
+    assert answer == provider.Declined("card declined")
+    assert (
+        await card_provider.charge(
+            idempotency_key="t", order_id=silent, amount_cents=5, card_token="tok_timeout"
+        )
+        is None
+    )
+    assert await ledger(bus) == [(declined, 5, "declined", None)]
+
+
+async def test_provider_ledger_survives_a_rollback_of_the_caller_transaction(
+    shop_url: str, bus: Courier, card_provider: provider.CardProvider
+) -> None:
+    order_id = new_order()
+    conn = await psycopg.AsyncConnection.connect(shop_url)
+    async with conn, conn.transaction(force_rollback=True):
+        await conn.execute("SELECT 1")
+        await card_provider.charge(
+            idempotency_key="r", order_id=order_id, amount_cents=7, card_token="tok_visa"
+        )
+    assert [row[:3] for row in await ledger(bus)] == [(order_id, 7, "captured")]
 
 
 # -- charges ---------------------------------------------------------------------
@@ -210,25 +296,107 @@ async def test_simultaneous_duplicate_charges_still_take_one_payment(
     assert len(await replies(bus)) == 1
 
 
-async def test_malformed_charge_takes_no_payment_and_is_retried_with_its_error(
-    bus: Courier, worker: None
+async def dead_letters(bus: Courier) -> list[tuple[str | None, int, str]]:
+    """(type, attempts, last error) of every dead letter."""
+    async with bus.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT headers ->> 'type', attempts, errors -> -1 ->> 'error'"
+            " FROM pgcourier.dead_letter ORDER BY dead_letter_id"
+        )
+        return await cur.fetchall()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (
+            {"order_id": "not-a-uuid", "customer_id": ALICE, "amount_cents": 1, "card_token": "t"},
+            "order_id must be a UUID string",
+        ),
+        (
+            {"order_id": str(uuid.uuid4()), "customer_id": ALICE, "amount_cents": 2**31},
+            "amount_cents must be an integer from 0 to 2147483647",
+        ),
+        (["not", "an", "object"], "payload must be a JSON object"),
+    ],
+)
+async def test_malformed_charge_takes_no_payment_and_is_dead_lettered_at_once_with_its_reason(
+    bus: Courier, worker: None, payload: Any, reason: str
 ) -> None:
-    await bus.send(
-        contracts.PAYMENTS_INBOX,
-        {"order_id": "not-a-uuid", "customer_id": ALICE, "amount_cents": 1, "card_token": "t"},
-        type=contracts.PAYMENT_CHARGE,
-    )
-    errors = (
-        "SELECT count(*) FROM pgmq.q_payments_inbox"
-        " WHERE headers -> 'pgcourier_errors' @> '[{}]'::jsonb"
-    )
-    await wait_until(lambda: _nonzero(bus, errors))
+    await bus.send(contracts.PAYMENTS_INBOX, payload, type=contracts.PAYMENT_CHARGE)
+    await wait_until(lambda: _is_zero(bus, "SELECT count(*) FROM pgmq.q_payments_inbox"))
+    [(kind, attempts, error)] = await dead_letters(bus)
+    assert (kind, attempts) == (contracts.PAYMENT_CHARGE, 1)
+    assert error.startswith("InvalidPayload: ") and reason in error
     assert await scalar(bus, "SELECT count(*) FROM payments.payment") == 0
     assert await replies(bus) == []
 
 
-async def _nonzero(bus: Courier, sql: str) -> bool:
-    return bool(await scalar(bus, sql))
+async def test_malformed_refund_is_dead_lettered_at_once(bus: Courier, worker: None) -> None:
+    await bus.send(contracts.PAYMENTS_INBOX, {"order_id": 7}, type=contracts.PAYMENT_REFUND)
+    await wait_until(lambda: _is_zero(bus, "SELECT count(*) FROM pgmq.q_payments_inbox"))
+    [(kind, attempts, error)] = await dead_letters(bus)
+    assert (kind, attempts) == (contracts.PAYMENT_REFUND, 1)
+    assert "order_id must be a UUID string" in error
+
+
+class LosesItsTransactionOnce(provider.CardProvider):
+    """Charges, then fails as a connection lost right after the provider answered
+    would: the handler's transaction rolls back and the command is retried."""
+
+    def __init__(self, conninfo: str) -> None:
+        super().__init__(conninfo)
+        self.calls = 0
+
+    async def charge(self, **kwargs: Any) -> provider.Answer | None:
+        self.calls += 1
+        answer = await super().charge(**kwargs)
+        if self.calls == 1:
+            raise ConnectionResetError("lost after the provider answered")
+        return answer
+
+
+async def test_a_charge_whose_transaction_was_lost_after_the_provider_answered_charges_once(
+    bus: Courier, settings_for: Callable[[str], ServiceSettings]
+) -> None:
+    settings = settings_for("payments")
+    flaky = LosesItsTransactionOnce(settings.database_url)
+    order_id = new_order()
+    try:
+        async with run_service_worker(settings, functools.partial(setup, card_provider=flaky)):
+            await charge(bus, order_id, amount_cents=4200)
+            await handled(bus)
+    finally:
+        await flaky.close()
+    assert flaky.calls == 2  # the first attempt's transaction was rolled back, then retried
+    [payment] = await payments_of(bus, order_id)
+    [(charged_order, amount, outcome, ref)] = await ledger(bus)
+    assert (charged_order, amount, outcome) == (order_id, 4200, "captured")
+    # The retry got the provider's first answer: the same charge, not a second one.
+    assert (payment["status"], payment["provider_ref"]) == ("captured", ref)
+    assert [kind for kind, _, _ in await replies(bus)] == [contracts.PAYMENT_CAPTURED]
+
+
+async def test_provider_captured_total_equals_captured_payments(bus: Courier, worker: None) -> None:
+    orders = [new_order() for _ in range(4)]
+    await charge(bus, orders[0], amount_cents=100)
+    await charge(bus, orders[1], amount_cents=250)
+    await charge(bus, orders[2], amount_cents=300, card_token="tok_decline")
+    await charge(bus, orders[3], amount_cents=400, card_token="tok_timeout")
+    await refund(bus, orders[1])
+    await handled(bus)
+    checks = """
+        SELECT
+          (SELECT coalesce(sum(amount_cents), 0) FROM card_provider.charge
+           WHERE outcome = 'captured'),
+          (SELECT coalesce(sum(amount_cents), 0) FROM payments.payment
+           WHERE status IN ('captured', 'refunded')),
+          (SELECT count(*) FROM (SELECT order_id FROM card_provider.charge
+           WHERE outcome = 'captured' GROUP BY order_id HAVING count(*) > 1) twice)
+    """
+    async with bus.pool.connection() as conn:
+        cur = await conn.execute(checks)
+        assert await cur.fetchone() == (350, 350, 0)
 
 
 # -- refunds ---------------------------------------------------------------------

@@ -8,5 +8,5 @@ WITH revived AS (
     RETURNING dead_letter_id, message, headers
 )
 INSERT INTO {queue} (vt, message, headers)
-SELECT clock_timestamp(), message, headers - 'idempotency_key' FROM revived ORDER BY dead_letter_id
+SELECT clock_timestamp(), message, headers - 'x-pgcourier-idempotency-key' FROM revived ORDER BY dead_letter_id
 RETURNING msg_id

@@ -1,7 +1,10 @@
--- Acknowledges by moving to the queue's archive table, for queues that keep history.
+-- Acknowledges by moving to the queue's archive table, for queues that keep history;
+-- fenced like message_delete: only messages still held by the claims that took them.
 WITH acked AS (
-    DELETE FROM {queue} WHERE msg_id = ANY(%(msg_ids)s::bigint[])
-    RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
+    DELETE FROM {queue} m
+    USING unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS r(msg_id, read_ct)
+    WHERE m.msg_id = r.msg_id AND m.read_ct = r.read_ct
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
 )
 INSERT INTO {archive} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
 SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM acked

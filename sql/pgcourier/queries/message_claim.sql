@@ -85,18 +85,21 @@ updated AS (
         last_read_at = claim_at.at
     FROM claimed, claim_at
     WHERE m.msg_id = claimed.msg_id
-    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers
+    -- As text: the worker decodes each message on its own, so one that its JSON
+    -- decoder refuses (a number out of range, say) is dead-lettered alone instead of
+    -- failing the whole batch.
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text, m.headers::text
 )
 SELECT msg_id, read_ct, enqueued_at, message, headers, NULL::float8 AS next_due_s
 FROM updated
 UNION ALL
--- When nothing was claimed, one row saying how many seconds until something is
--- due (a delay, a backoff, a lease): the worker sleeps until then, in the same
--- round trip. NULL when the queue is empty.
--- The scalar subquery runs only when the one-time filter lets the row through, so a
--- claim that found work pays nothing for it.
+-- Always one more row, saying in how many seconds the next message not ready now
+-- falls due (a delay, a retry's backoff, a lease running out): the worker sleeps
+-- no longer than that, in the same round trip. Only future vts count: a ready
+-- message of a key blocked behind its in-flight head is not due before the head is,
+-- and counting it made the loop spin. NULL when nothing is in the future. One
+-- probe of the vt index.
 SELECT NULL, NULL, NULL, NULL, NULL,
        (SELECT extract(epoch FROM q.vt - claim_at.at)::float8
-        FROM {queue} q ORDER BY q.vt LIMIT 1)
+        FROM {queue} q WHERE q.vt > claim_at.at ORDER BY q.vt LIMIT 1)
 FROM claim_at
-WHERE NOT EXISTS (SELECT 1 FROM updated)

@@ -1,14 +1,20 @@
--- Moves messages that used up their attempts to the dead letters, with every
--- attempt's error, in one statement so nothing is lost or doubled.
+-- Moves messages to the dead letters with every attempt's error, in one statement so
+-- nothing is lost or doubled. Fenced: only messages still held by the claims that
+-- took them (same read_ct) are moved. `errors` is the whole history, as the worker
+-- read it from the claimed message plus the last attempt's error.
 WITH failed AS (
-    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(errors)s::text[]::jsonb[]) AS r(msg_id, error)
+    SELECT *
+    FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(attempts)s::int[],
+                %(errors)s::text[]::jsonb[])
+         AS r(msg_id, read_ct, attempts, errors)
 ),
 removed AS (
     DELETE FROM {queue} m USING failed
-    WHERE m.msg_id = failed.msg_id
-    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, failed.error
+    WHERE m.msg_id = failed.msg_id AND m.read_ct = failed.read_ct
+    RETURNING m.msg_id, m.enqueued_at, m.message, m.headers, failed.attempts, failed.errors
 )
 INSERT INTO pgcourier.dead_letter (queue_name, msg_id, message, headers, enqueued_at, attempts, errors)
-SELECT %(queue_name)s, msg_id, message, coalesce(headers, '{{}}'::jsonb) - 'pgcourier_errors',
-       enqueued_at, read_ct, coalesce(headers -> 'pgcourier_errors', '[]'::jsonb) || error
+SELECT %(queue_name)s, msg_id, message,
+       CASE jsonb_typeof(headers) WHEN 'object' THEN headers - 'x-pgcourier-errors' ELSE headers END,
+       enqueued_at, attempts, errors
 FROM removed

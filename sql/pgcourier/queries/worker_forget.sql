@@ -1,0 +1,2 @@
+-- A worker that stops cleanly removes its row.
+DELETE FROM pgcourier.worker WHERE worker_id = %(worker_id)s

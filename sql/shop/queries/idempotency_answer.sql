@@ -1,0 +1,3 @@
+UPDATE {table}
+SET status = %(status)s, body = %(body)s
+WHERE caller = %(caller)s AND key = %(key)s
