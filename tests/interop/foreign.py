@@ -21,6 +21,10 @@ from psycopg import sql
 NO_HEADERS: Any = object()
 
 
+class RawJson(str):
+    """JSON text sent as it is: what Python's json module would not write (1e400)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ForeignRow:
     """A message as pgmq.read and pgmq.set_vt return it."""
@@ -47,9 +51,10 @@ class ForeignClient:
         self, queue: str, payload: Any, headers: Any = NO_HEADERS, *, delay: int = 0
     ) -> int:
         encoded = None if headers is NO_HEADERS else json.dumps(headers)
+        body = payload if isinstance(payload, RawJson) else json.dumps(payload)
         cur = await self.conn.execute(
             "SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)",
-            [queue, json.dumps(payload), encoded, delay],
+            [queue, body, encoded, delay],
         )
         row = await cur.fetchone()
         assert row is not None

@@ -25,7 +25,7 @@ import pytest
 
 from pgcourier import Context, Courier, Message, Worker
 from tests.helpers import queue_empty, wait_until
-from tests.interop.foreign import NO_HEADERS, ForeignClient
+from tests.interop.foreign import NO_HEADERS, ForeignClient, RawJson
 
 RUN_SECONDS = float(os.environ.get("PGCOURIER_INTEROP_SECONDS", "20"))
 DRAIN_SECONDS = 60.0
@@ -58,8 +58,19 @@ def header_kinds() -> list[tuple[str, Callable[[random.Random], Any]]]:
         ("null-group", lambda rng: {"x-pgmq-group": None}),
         ("numeric-message-id", lambda rng: {"message_id": rng.randint(1, 1 << 40)}),
         ("non-string-type", lambda rng: {"type": ["job"]}),
-        ("errors-header", lambda rng: {"pgcourier_errors": "not a list"}),
+        ("old-errors-header", lambda rng: {"pgcourier_errors": "not a list"}),
+        ("errors-header", lambda rng: {"x-pgcourier-errors": rng.choice(["x", [], [1, "a"]])}),
         ("unicode", lambda rng: {"note": "\u00e9\u4e2d\U0001f600", "type": "job"}),
+    ]
+
+
+def payload_kinds() -> list[tuple[str, Callable[[int], Any]]]:
+    """Payloads other clients may legally send, each carrying its number n."""
+    return [
+        ("plain", lambda n: {"n": n}),
+        ("huge-number", lambda n: RawJson(f'{{"n": {n}, "huge": 1e400}}')),
+        ("big-integer", lambda n: {"n": n, "big": 2**80}),
+        ("deep", lambda n: RawJson(f'{{"n": {n}, "deep": {"[" * 300}{"]" * 300}}}')),
     ]
 
 
@@ -99,9 +110,11 @@ async def other_client(
             try:
                 if action == "send":
                     kind, make = rng.choice(kinds)
+                    shape, body = rng.choices(payload_kinds(), weights=[12, 1, 1, 1])[0]
+                    kind = f"{kind}/{shape}" if shape != "plain" else kind
                     n = ledger.new_n()
                     delay = 1 if rng.random() < 0.1 else 0
-                    msg_id = await client.send(QUEUE, {"n": n}, make(rng), delay=delay)
+                    msg_id = await client.send(QUEUE, body(n), make(rng), delay=delay)
                     ledger.record_send(n, msg_id)
                 elif action == "pgcourier-send":
                     n = ledger.new_n()
