@@ -77,9 +77,12 @@ class Courier:
         *,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
+        pool_timeout: float = 30.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         pool: AsyncConnectionPool | None = None,
     ) -> None:
+        """pool_timeout: seconds a caller waits for a pooled connection before
+        psycopg_pool.PoolTimeout (an HTTP service would rather answer 503 soon)."""
         self.conninfo = conninfo
         self.max_payload_bytes = max_payload_bytes
         self._own_pool = pool is None
@@ -87,6 +90,7 @@ class Courier:
             conninfo,
             min_size=pool_min_size,
             max_size=pool_max_size,
+            timeout=pool_timeout,
             open=False,
             configure=_configure_connection,
             name="pgcourier",

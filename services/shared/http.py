@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -298,22 +297,10 @@ def service_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # The service's own pool rather than Courier's default, for its checkout timeout:
-        # a request waits db_timeout_s for a connection, then gets its 503.
-        pool = AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=10,
-            timeout=settings.db_timeout_s,
-            open=False,
-            name=f"{settings.service}-http",
-        )
-        try:
-            await pool.open(wait=True, timeout=30)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise DatabaseError(f"could not connect to the database within 30s: {exc}") from exc
-        async with pool, Courier(settings.database_url, pool=pool) as courier:
+        # A request waits db_timeout_s for a connection, then gets its 503.
+        async with Courier(
+            settings.database_url, pool_max_size=10, pool_timeout=settings.db_timeout_s
+        ) as courier:
             app.state.courier = courier
             if on_startup is not None:
                 await on_startup(courier)

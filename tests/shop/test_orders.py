@@ -6,6 +6,8 @@ as they would, and read what orders sends them straight from their queues.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +18,12 @@ import httpx
 import psycopg
 import pytest
 
-from pgcourier import Courier
+from pgcourier import ConfigurationError, Courier
 from services.orders import saga
-from services.orders.app import create_app
+from services.orders.app import MAX_ORDER_TOTAL_CENTS, create_app
 from services.orders.handlers import setup
+from services.shared import idempotency
+from services.shared.database import shop_migrate
 from services.shared.settings import ServiceSettings
 from tests.helpers import wait_until
 from tests.shop.conftest import run_service_worker, serve_app, token_for
@@ -437,3 +441,220 @@ async def test_an_order_body_that_is_not_json_is_415(shop: Shop) -> None:
     )
     assert response.status_code == 415
     assert await shop.sql('SELECT count(*) FROM orders."order"') == [(0,)]
+
+
+# -- Idempotency-Key, totals, malformed messages, step timeout -----------------------
+
+KEYED_ORDER = {"lines": [{"product_id": PEN, "quantity": 2}], "card_token": "tok_visa"}
+
+
+def keyed(user: str, key: str) -> dict[str, str]:
+    return {**token_for(user), "Idempotency-Key": key}
+
+
+async def order_count(shop: Shop) -> int:
+    return (await shop.sql('SELECT count(*) FROM orders."order"'))[0][0]
+
+
+# -- Idempotency-Key ---------------------------------------------------------------
+
+
+async def test_a_retry_with_the_same_key_returns_the_first_order_and_creates_nothing(
+    shop: Shop,
+) -> None:
+    first = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-1"))
+    assert first.status_code == 202
+    retry = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-1"))
+    assert (retry.status_code, retry.json()) == (202, first.json())
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert await order_count(shop) == 1
+    # Nothing else was sent twice either: one order.placed, one stock timeout.
+    order_id = first.json()["order_id"]
+    assert len(await shop.sent("products_inbox", "order.placed", order_id)) == 1
+    timeouts = await shop.sql(
+        "SELECT count(*) FROM pgmq.q_orders_inbox WHERE headers ->> 'type' = 'saga.timeout'"
+    )
+    assert timeouts == [(1,)]
+
+
+async def test_the_same_key_with_a_different_body_is_refused(shop: Shop) -> None:
+    first = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-1"))
+    assert first.status_code == 202
+    other = {**KEYED_ORDER, "lines": [{"product_id": INK, "quantity": 1}]}
+    refused = await shop.client.post("/orders", json=other, headers=keyed(ALICE, "k-1"))
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "idempotency_key_reused"
+    assert refused.json()["field"] == "Idempotency-Key"
+    assert await order_count(shop) == 1
+
+
+async def test_keys_belong_to_their_caller(shop: Shop) -> None:
+    alice = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "same"))
+    bob = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(BOB, "same"))
+    assert alice.status_code == bob.status_code == 202
+    assert alice.json()["order_id"] != bob.json()["order_id"]
+    assert await order_count(shop) == 2
+
+
+async def test_concurrent_requests_with_the_same_key_create_one_order(shop: Shop) -> None:
+    responses = await asyncio.gather(
+        *(
+            shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-c"))
+            for _ in range(5)
+        )
+    )
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["order_id"] for r in responses}) == 1
+    assert await order_count(shop) == 1
+
+
+async def test_a_refused_request_keeps_no_key(shop: Shop) -> None:
+    bad = {**KEYED_ORDER, "lines": [{"product_id": str(uuid.uuid4()), "quantity": 1}]}
+    refused = await shop.client.post("/orders", json=bad, headers=keyed(ALICE, "k-r"))
+    assert refused.status_code == 422 and refused.json()["field"] == "lines[0].product_id"
+    # Only what committed is remembered: the corrected request goes through.
+    fixed = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-r"))
+    assert fixed.status_code == 202
+    assert await order_count(shop) == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "tab\there", "caf\u00e9"])
+async def test_an_unusable_key_is_422_and_creates_nothing(shop: Shop, key: str) -> None:
+    headers: list[tuple[str, str | bytes]] = list(token_for(ALICE).items())
+    headers.append(("Idempotency-Key", key.encode()))
+    response = await shop.client.post("/orders", json=KEYED_ORDER, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "Idempotency-Key"
+    assert await order_count(shop) == 0
+
+
+async def test_a_key_of_200_printable_characters_is_fine(shop: Shop) -> None:
+    key = "k " + "~" * 198
+    response = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, key))
+    assert response.status_code == 202
+
+
+async def test_keys_older_than_a_day_are_pruned(shop: Shop) -> None:
+    await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "fresh"))
+    await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "old"))
+    await shop.sql(
+        "UPDATE orders.idempotency_key SET created_at = now() - interval '25 hours'"
+        " WHERE key = 'old' RETURNING key"
+    )
+    async with Courier(shop.settings.database_url, pool_max_size=1) as courier:
+        assert await idempotency.prune(courier, "orders") == 1
+    assert await shop.sql("SELECT key FROM orders.idempotency_key") == [("fresh",)]
+
+
+async def test_openapi_documents_the_key_and_the_503(shop: Shop) -> None:
+    spec = (await shop.client.get("/openapi.json")).json()
+    post = spec["paths"]["/orders"]["post"]
+    assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
+    assert post["parameters"][0]["schema"]["maxLength"] == 200
+    assert "Retry-After" in post["responses"]["503"]["headers"]
+    assert "parameters" not in spec["paths"]["/orders"]["get"]
+
+
+# -- totals ------------------------------------------------------------------------
+
+
+async def test_an_order_whose_total_payments_could_not_hold_is_422(shop: Shop) -> None:
+    gold = str(uuid.uuid4())
+    await shop.bus.publish(
+        "product.created",
+        {"product_id": gold, "name": "Gold", "price_cents": 100_000_000, "active": True},
+        ordering_key=gold,
+    )
+    await shop.wait_idle()
+    fits = MAX_ORDER_TOTAL_CENTS // 100_000_000
+    ok = {**KEYED_ORDER, "lines": [{"product_id": gold, "quantity": fits}]}
+    assert (await shop.client.post("/orders", json=ok, headers=token_for(ALICE))).status_code == 202
+    big = {**KEYED_ORDER, "lines": [{"product_id": gold, "quantity": fits + 1}]}
+    response = await shop.client.post("/orders", json=big, headers=token_for(ALICE))
+    assert response.status_code == 422
+    assert response.json()["field"] == "lines"
+    assert str(MAX_ORDER_TOTAL_CENTS) in response.json()["message"]
+    assert await order_count(shop) == 1
+
+
+# -- malformed messages -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "reason"),
+    [
+        ("stock.reserved", {"order_id": "nope"}, "order_id 'nope' is not a uuid"),
+        ("payment.captured", ["not", "an", "object"], "payload has no order_id string"),
+        (
+            "product.updated",
+            {"product_id": PEN, "name": "Pen", "price_cents": -1, "active": True},
+            "price_cents -1 is not a non-negative integer",
+        ),
+        (
+            "product.created",
+            {"product_id": "pen", "name": "Pen", "price_cents": 1, "active": True},
+            "product_id 'pen' is not a uuid",
+        ),
+    ],
+)
+async def test_a_malformed_message_is_dead_lettered_at_once_with_its_reason(
+    shop: Shop, kind: str, payload: object, reason: str
+) -> None:
+    await shop.bus.send("orders_inbox", payload, type=kind)
+    await shop.wait_idle()
+    rows = await shop.sql(
+        "SELECT headers ->> 'type', attempts, errors -> -1 ->> 'error' FROM pgcourier.dead_letter"
+    )
+    assert len(rows) == 1
+    [(dead_kind, attempts, error)] = rows
+    assert (dead_kind, attempts) == (kind, 1)
+    assert error.startswith("InvalidPayload: ") and reason in error
+
+
+# -- the step timeout against the queues' leases -----------------------------------
+
+
+async def test_a_step_timeout_a_crashed_workers_lease_could_eat_is_refused_at_start(
+    shop_url: str, settings_for: Callable[[str], ServiceSettings]
+) -> None:
+    settings = settings_for("orders")
+    async with Courier(shop_url, pool_max_size=1) as bus:
+        await bus.queue_create(
+            "payments_inbox", visibility_timeout=5, max_attempts=10, backoff_base=0.5
+        )
+        await saga.check_step_timeout(bus, 8.25)
+        with pytest.raises(ConfigurationError) as refused:
+            await saga.check_step_timeout(bus, 8)
+    message = str(refused.value)
+    assert "SHOP_SAGA_STEP_TIMEOUT=8s" in message and "payments_inbox" in message
+    assert "visibility timeout) is 5s" in message and "at least 8.25s" in message
+    short = dataclasses.replace(settings, saga_step_timeout_s=8)
+    # Both the worker and the HTTP process (which schedule the timeouts) refuse.
+    with pytest.raises(ConfigurationError):
+        async with run_service_worker(short, setup):
+            pass
+    with pytest.raises(ConfigurationError):
+        async with serve_app(create_app(short)):
+            pass
+
+
+async def test_the_shops_default_step_timeout_passes_its_own_queues(server_url: str) -> None:
+    name = f"pgcourier_shop_defaults_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    try:
+        await shop_migrate(url)
+        async with Courier(url, pool_max_size=1) as bus:
+            default = ServiceSettings.__dataclass_fields__["saga_step_timeout_s"].default
+            await saga.check_step_timeout(bus, default)
+            settings = await bus.queue_settings("orders_inbox")
+            assert settings.visibility_timeout_s == 5
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )

@@ -608,3 +608,61 @@ async def test_orders_locking_the_same_products_in_any_line_order_do_not_deadloc
     assert [await stock_of(shop_url, p) for p in products] == [0, 0, 0, 0]
     # A deadlock would show as a failed, retried handler.
     assert not [r for r in caplog.records if "handler failed" in r.getMessage()]
+
+
+# -- Idempotency-Key and malformed messages -------------------------------------------
+
+
+async def test_a_retried_product_creation_with_its_key_creates_one_product(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    headers = {**ADMIN, "Idempotency-Key": "p-1"}
+    first = await client.post("/products", json=WIDGET, headers=headers)
+    retry = await client.post("/products", json=WIDGET, headers=headers)
+    assert first.status_code == retry.status_code == 201
+    assert retry.json() == first.json()
+    assert await fetch(shop_url, "SELECT count(*) FROM products.product") == [(1,)]
+    assert len(await sent_to_orders(shop_url, "product.created")) == 1
+    changed = {**WIDGET, "price_cents": 1}
+    refused = await client.post("/products", json=changed, headers=headers)
+    assert refused.status_code == 422 and refused.json()["field"] == "Idempotency-Key"
+
+
+async def test_a_retried_stock_adjustment_with_its_key_adds_once(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    product_id = await add_product(shop_url, "Bolt", 5)
+    headers = {**ADMIN, "Idempotency-Key": "s-1"}
+    path = f"/products/{product_id}/stock"
+    first = await client.post(path, json={"delta": 10}, headers=headers)
+    retry = await client.post(path, json={"delta": 10}, headers=headers)
+    assert first.json() == retry.json() == {"product_id": product_id, "stock": 15}
+    assert await stock_of(shop_url, product_id) == 15
+    # The same key on another product's stock is another request: refused.
+    other = await add_product(shop_url, "Nut", 5)
+    refused = await client.post(f"/products/{other}/stock", json={"delta": 10}, headers=headers)
+    assert refused.status_code == 422
+    assert await stock_of(shop_url, other) == 5
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [(ORDER_PLACED, {"order_id": "nope", "lines": []}), (STOCK_RELEASE, ["no", "object"])],
+)
+async def test_a_malformed_message_is_dead_lettered_at_once_with_its_reason(
+    worker: Worker, bus: Courier, shop_url: str, kind: str, payload: Any
+) -> None:
+    await bus.send(PRODUCTS_INBOX, payload, type=kind)
+
+    async def dead() -> list[tuple[Any, ...]] | None:
+        rows = await fetch(
+            shop_url,
+            "SELECT headers ->> 'type', attempts, errors -> -1 ->> 'error'"
+            " FROM pgcourier.dead_letter",
+        )
+        return rows or None
+
+    [(dead_kind, attempts, error)] = await wait_for(dead)
+    assert (dead_kind, attempts) == (kind, 1)
+    assert error.startswith("MalformedMessage: ") and "has no valid order_id" in error
+    assert await replies_for(shop_url, "nope") == []

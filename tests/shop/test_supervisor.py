@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.supervisor import ChildEvent, CrashLoopError, Supervisor
-from services.topology import processes
+from services.topology import ServiceProcess, processes
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.shop.test_e2e import (
     RunningShop,
@@ -164,14 +164,29 @@ def test_a_deliberate_kill_or_stop_all_is_not_restarted(supervisor: Supervisor) 
     assert supervisor.instances() == [] and supervisor.running == {}
 
 
+class PatientShop(RunningShop):
+    """A step timeout long enough for a loaded machine to start two workers again."""
+
+    def env(self, process: ServiceProcess) -> dict[str, str]:
+        return {**super().env(process), "SHOP_SAGA_STEP_TIMEOUT": "10"}
+
+
+def wait_logged(path: Path, line: str, times: int, *, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while path.read_text().count(line) < times:
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.05)
+
+
 def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(
     shop_url: str, tmp_path: Path
 ) -> None:
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
-    shop = RunningShop(
+    logs = tmp_path / "logs"
+    shop = PatientShop(
         shop_url,
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
-        Supervisor(log_dir=tmp_path / "logs", restart_backoff_s=0.1),
+        Supervisor(log_dir=logs, restart_backoff_s=0.1),
         ports,
     )
     try:
@@ -184,12 +199,17 @@ def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(
         customer = shop.customer()
 
         # Every orders worker dies, as in `kill -9`: only the restarts can confirm an order.
-        for instance in ("orders-worker-1", "orders-worker-2"):
+        workers = ("orders-worker-1", "orders-worker-2")
+        for instance in workers:
+            wait_logged(logs / f"{instance}.log", f"{instance} INFO worker started", 1)
             pid = shop.supervisor.pid(instance)
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
         events = check_until(shop.supervisor, lambda e: restarts(e) == 2)
-        assert {e.instance for e in events} == {"orders-worker-1", "orders-worker-2"}
+        assert {e.instance for e in events} == set(workers)
+        # Each replica's log lines carry its name, before and after the restart.
+        for instance in workers:
+            wait_logged(logs / f"{instance}.log", f"{instance} INFO worker started", 2)
 
         with httpx.Client(timeout=30) as http:
             r = http.post(
@@ -203,11 +223,7 @@ def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(
             assert r.status_code == 202, r.text
         order_id = r.json()["order_id"]
         final = wait_all_final(shop, customer, [order_id], within_s=30)
-        assert final[order_id]["status"] == "confirmed"
+        assert final[order_id]["status"] == "confirmed", final[order_id]
         assert shop.supervisor.check() == []  # nothing else crashed meanwhile
-
-        # The replica's log lines carry its name, before and after the restart.
-        log = (tmp_path / "logs" / "orders-worker-2.log").read_text()
-        assert log.count("orders-worker-2 INFO worker started") == 2
     finally:
         shop.supervisor.stop_all()

@@ -378,3 +378,30 @@ async def test_without_configured_admin_no_account_is_created(
     async with serve_app(create_app(bare)) as c:
         assert (await c.get("/health")).status_code == 200
     assert accounts(shop_url) == []
+
+
+# -- Idempotency-Key ---------------------------------------------------------------
+
+
+async def test_a_retried_registration_with_its_key_returns_the_first_answer(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    body = {"email": "keyed@example.com", "password": PASSWORD}
+    headers = {"Idempotency-Key": "reg-1"}
+    first = await client.post("/users/register", json=body, headers=headers)
+    assert first.status_code == 201
+    retry = await client.post("/users/register", json=body, headers=headers)
+    # Not the 409 a second registration of the email gets: the first answer.
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert [a[0] for a in accounts(shop_url)].count("keyed@example.com") == 1
+    other = {"email": "other@example.com", "password": PASSWORD}
+    refused = await client.post("/users/register", json=other, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"] == "idempotency_key_reused"
+    assert "other@example.com" not in [a[0] for a in accounts(shop_url)]
+    # The password is not kept in the clear, nor as a plain hash of the body.
+    with psycopg.connect(shop_url) as conn:
+        stored = conn.execute(
+            "SELECT request_hash, body::text FROM users.idempotency_key"
+        ).fetchall()
+    assert len(stored) == 1 and PASSWORD not in stored[0][1]
