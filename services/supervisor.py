@@ -9,6 +9,7 @@ crashing (a crash loop) makes `check()` raise CrashLoopError.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,6 +69,19 @@ class _Child:
     next_backoff_s: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
     last_exit: str = ""
+
+
+def _die_with_parent() -> None:
+    """In the child before it runs: SIGTERM it when the supervisor dies, even of a
+    SIGKILL, so that no orphaned worker goes on consuming (and no HTTP process keeps
+    the ports the next runner needs). Linux only; elsewhere nothing."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def exit_reason(returncode: int) -> str:
@@ -145,6 +159,7 @@ class Supervisor:
             # which then stops every child itself; a child dying of the terminal's
             # SIGINT first would look like a crash and be restarted.
             process_group=0,
+            preexec_fn=_die_with_parent,
         )
         if output is not None:
             output.close()  # the child has its own descriptor
