@@ -452,7 +452,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long orders are placed")
     parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
     parser.add_argument(
-        "--step-timeout", type=float, default=10.0, help="SHOP_SAGA_STEP_TIMEOUT (s)"
+        "--step-timeout", type=float, default=15.0, help="SHOP_SAGA_STEP_TIMEOUT (s)"
     )
     parser.add_argument("--drain-seconds", type=float, default=120.0)
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ class ServiceSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     token_ttl_s: float = 3600
-    saga_step_timeout_s: float = 10
+    saga_step_timeout_s: float = 15
     admin_email: str | None = None
     admin_password: str | None = None
     max_body_bytes: int = 64 * 1024
@@ -49,7 +49,7 @@ class ServiceSettings:
             host=env.get("SHOP_HOST", "127.0.0.1"),
             port=env_positive_int(env, "PORT", DEFAULT_PORTS[service]),
             token_ttl_s=env_positive(env, "SHOP_TOKEN_TTL", 3600),
-            saga_step_timeout_s=env_positive(env, "SHOP_SAGA_STEP_TIMEOUT", 10),
+            saga_step_timeout_s=env_positive(env, "SHOP_SAGA_STEP_TIMEOUT", 15),
             admin_email=env.get("SHOP_ADMIN_EMAIL") or None,
             admin_password=env.get("SHOP_ADMIN_PASSWORD") or None,
         )

@@ -627,13 +627,13 @@ async def test_a_step_timeout_a_crashed_workers_lease_could_eat_is_refused_at_st
         await bus.queue_create(
             "payments_inbox", visibility_timeout=5, max_attempts=10, backoff_base=0.5
         )
-        await saga.check_step_timeout(bus, 8.25)
+        await saga.check_step_timeout(bus, 16.5)  # 1.5 x 2 hops x (5 s + 0.5 s)
         with pytest.raises(ConfigurationError) as refused:
-            await saga.check_step_timeout(bus, 8)
+            await saga.check_step_timeout(bus, 16)
     message = str(refused.value)
-    assert "SHOP_SAGA_STEP_TIMEOUT=8s" in message and "payments_inbox" in message
-    assert "visibility timeout) is 5s" in message and "at least 8.25s" in message
-    short = dataclasses.replace(settings, saga_step_timeout_s=8)
+    assert "SHOP_SAGA_STEP_TIMEOUT=16s" in message and "payments_inbox" in message
+    assert "visibility timeout) is 5s" in message and "at least 16.5s" in message
+    short = dataclasses.replace(settings, saga_step_timeout_s=16)
     # Both the worker and the HTTP process (which schedule the timeouts) refuse.
     with pytest.raises(ConfigurationError):
         async with run_service_worker(short, setup):
@@ -654,7 +654,7 @@ async def test_the_shops_default_step_timeout_passes_its_own_queues(server_url: 
             default = ServiceSettings.__dataclass_fields__["saga_step_timeout_s"].default
             await saga.check_step_timeout(bus, default)
             settings = await bus.queue_settings("orders_inbox")
-            assert settings.visibility_timeout_s == 5
+            assert settings.visibility_timeout_s == 3
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(
