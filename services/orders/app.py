@@ -17,6 +17,7 @@ from services.shared import idempotency
 from services.shared.http import (
     Endpoint,
     HTTPError,
+    int_query,
     not_found,
     path_uuid,
     principal,
@@ -177,10 +178,9 @@ async def get_order(request: Request) -> Response:
 
 
 async def list_orders(request: Request) -> Response:
-    raw = request.query_params.get("limit", str(LIST_LIMIT_DEFAULT))
-    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise _invalid("limit", f"must be an integer from 1 to {LIST_LIMIT_MAX}")
+    limit = int_query(
+        request, "limit", default=LIST_LIMIT_DEFAULT, minimum=1, maximum=LIST_LIMIT_MAX
+    )
     async with request.app.state.courier.pool.connection() as conn:
         cur = await conn.execute(
             query("orders", "order_list_by_customer"),

@@ -18,6 +18,7 @@ from services.shared.auth import ROLES, Principal, token_issue
 from services.shared.http import (
     Endpoint,
     HTTPError,
+    int_query,
     not_found,
     path_uuid,
     principal,
@@ -60,17 +61,6 @@ def _user(row: dict[str, Any]) -> dict[str, Any]:
         "role": row["role"],
         "created_at": row["created_at"].isoformat(),
     }
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise HTTPError(
-            422, "validation_error", f"must be an integer from {low} to {high}", field=name
-        )
-    return int(raw)
 
 
 async def _fetch_one(request: Request, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -139,8 +129,8 @@ async def me(request: Request) -> Response:
 
 async def user_list(request: Request) -> Response:
     params = {
-        "limit": _int_param(request, "limit", 100, 1, 500),
-        "offset": _int_param(request, "offset", 0, 0, 10**9),
+        "limit": int_query(request, "limit", default=100, minimum=1, maximum=500),
+        "offset": int_query(request, "offset", default=0, minimum=0, maximum=10**9),
     }
     async with (
         request.app.state.courier.pool.connection() as conn,
