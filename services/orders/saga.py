@@ -47,7 +47,8 @@ class Order:
     status: str
     customer_id: str
     total_cents: int
-    card_token: str
+    # Only while pending: the transition out of pending erases it (order_transition).
+    card_token: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,8 @@ def _command(order: Order, command: str) -> tuple[str, dict[str, Any]]:
             "order_id": order.order_id,
             "customer_id": order.customer_id,
             "amount_cents": order.total_cents,
-            "card_token": order.card_token,
+            # None cannot happen (only a pending order is charged); "" would be declined.
+            "card_token": order.card_token or "",
         }
     if command == c.PAYMENT_REFUND:
         return c.PAYMENTS_INBOX, {"order_id": order.order_id}
