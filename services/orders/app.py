@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import uuid
 from typing import Any
 
@@ -14,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pgcourier import Courier
-from pgcourier.settings import env_positive_int
 from services.shared import contracts as c
 from services.shared import idempotency
 from services.shared.http import (
@@ -49,10 +47,6 @@ PLACE_ORDER = Schema(
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
 # payments keeps amounts in an integer column; an order it cannot charge is refused here.
 MAX_ORDER_TOTAL_CENTS = 2**31 - 1
-# Orders one customer may have in the saga (pending or awaiting payment) at once: each
-# holds stock until it settles or times out, and a card that never answers holds it
-# for two step timeouts, so without a cap one customer could keep a product sold out.
-MAX_OPEN_ORDERS = 5
 
 
 class _TooManyOpen(Exception):
@@ -261,15 +255,11 @@ ENDPOINTS = [
 ]
 
 
-def create_app(settings: ServiceSettings, *, max_open_orders: int | None = None) -> Starlette:
-    """max_open_orders: by default SHOP_MAX_OPEN_ORDERS, or MAX_OPEN_ORDERS."""
-
+def create_app(settings: ServiceSettings) -> Starlette:
     async def startup(courier: Courier) -> None:
         # This process schedules the stock step's timeout: refuse a too-short one.
         await saga.check_step_timeout(courier, settings.saga_step_timeout_s)
 
     app = service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)
-    app.state.max_open_orders = max_open_orders or env_positive_int(
-        os.environ, "SHOP_MAX_OPEN_ORDERS", MAX_OPEN_ORDERS
-    )
+    app.state.max_open_orders = settings.max_open_orders
     return app

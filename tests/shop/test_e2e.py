@@ -19,12 +19,13 @@ import psycopg
 import pytest
 
 from services.demo import run_demo
-from services.orders.app import MAX_OPEN_ORDERS
+from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET
 
 SAGA_STEP_TIMEOUT = 3.0
+MAX_OPEN_ORDERS = ServiceSettings.__dataclass_fields__["max_open_orders"].default
 pytestmark = pytest.mark.timeout(300)
 
 
