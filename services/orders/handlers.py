@@ -8,6 +8,7 @@ from typing import Any
 
 from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts as c
+from services.shared.bus import receive
 from services.shared.contracts import InvalidPayload
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
@@ -91,11 +92,6 @@ def setup(worker: Worker, settings: ServiceSettings) -> None:
     # This worker schedules the payment step's timeout: refuse a too-short one.
     saga.check_step_timeout_blocking(settings.database_url, settings.saga_step_timeout_s)
     for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
-        worker.handle(c.ORDERS_INBOX, on_product, type=topic, transactional=True)
+        receive(worker, topic, on_product)
     for kind in SAGA_MESSAGES:
-        worker.handle(
-            c.ORDERS_INBOX,
-            saga_handler(kind, settings.saga_step_timeout_s),
-            type=kind,
-            transactional=True,
-        )
+        receive(worker, kind, saga_handler(kind, settings.saga_step_timeout_s))
