@@ -33,7 +33,8 @@ from pgcourier.courier import Courier
 from pgcourier.errors import PgCourierError
 from pgcourier.settings import Settings
 from services.demo import DemoFailed, run_demo
-from services.shared.database import role_name, shop_migrate
+from services.shared.database import shop_migrate
+from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
