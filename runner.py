@@ -26,20 +26,41 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from pgcourier.admin import Admin
 from pgcourier.courier import Courier
 from pgcourier.errors import PgCourierError
 from pgcourier.settings import Settings
 from services.demo import DemoFailed, run_demo
 from services.shared.database import shop_migrate
+from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
 ROOT = Path(__file__).resolve().parent
 ADMIN_PASSWORD_FILE = ROOT / ".shop-admin-password"
+# The service roles' generated database passwords (the embedded server), one file each.
+SECRETS_DIR = ROOT / ".shop-secrets"
 # What stops a start or a running shop with a message (and exit code 1).
 FAILURES = (PgCourierError, DemoFailed, RuntimeError, TimeoutError)
+
+
+def kept_secret(path: Path, *, nbytes: int = 24) -> tuple[str, bool]:
+    """(secret, whether it was generated now): generated once, then kept (mode 0600).
+
+    Created with O_EXCL, so two starts at once cannot keep different secrets.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)  # a file kept by an older version may be readable by others
+        return path.read_text().strip(), False
+    secret = secrets.token_urlsafe(nbytes)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret, True
 
 
 def kept_admin_password(path: Path = ADMIN_PASSWORD_FILE) -> str:
@@ -48,12 +69,56 @@ def kept_admin_password(path: Path = ADMIN_PASSWORD_FILE) -> str:
     The users service creates the admin once and never resets an existing account's
     password; a new one each start would print a password that does not log in.
     """
-    if path.exists():
-        return path.read_text().strip()
-    password = secrets.token_urlsafe(12)
-    path.touch(mode=0o600)
-    path.write_text(password + "\n")
-    return password
+    return kept_secret(path, nbytes=12)[0]
+
+
+def admin_credentials(path: Path = ADMIN_PASSWORD_FILE) -> tuple[str, str]:
+    """(the admin password, what to print of it): SHOP_ADMIN_PASSWORD, else the kept one.
+
+    The password is printed once, when it is generated; afterwards only where it is kept.
+    """
+    given = os.environ.get("SHOP_ADMIN_PASSWORD")
+    if given:
+        return given, "(password from SHOP_ADMIN_PASSWORD)"
+    password, generated = kept_secret(path, nbytes=12)
+    kept_in = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    if generated:
+        return password, f"/ {password}   (generated now, kept in {kept_in})"
+    return password, f"(password in {kept_in})"
+
+
+def role_passwords(*, generate: bool, folder: Path = SECRETS_DIR) -> dict[str, str | None]:
+    """Each service role's database password, by service.
+
+    SHOP_DB_PASSWORD_<SERVICE> (e.g. SHOP_DB_PASSWORD_ORDERS), else SHOP_DB_PASSWORD
+    for every role, else (generate: the embedded server) one generated per role and
+    kept in folder, else none (the roles keep what they have).
+    """
+    found: dict[str, str | None] = {}
+    for service in SERVICES:
+        given = os.environ.get(f"SHOP_DB_PASSWORD_{service.upper()}") or os.environ.get(
+            "SHOP_DB_PASSWORD"
+        )
+        if not given and generate:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            given = kept_secret(folder / f"{role_name(service)}.password")[0]
+        found[service] = given or None
+    return found
+
+
+def withhold_secrets_from_children() -> None:
+    """The supervisor passes runner.py's environment on to every child: secrets read
+    from it here must not follow (each child gets only its own, from process_env)."""
+    for name in list(os.environ):
+        if name == "SHOP_ADMIN_PASSWORD" or name.startswith("SHOP_DB_PASSWORD"):
+            del os.environ[name]
+
+
+def shown_url(url: str) -> str:
+    """A conninfo fit to print: a password in it is replaced by ***."""
+    if "password" not in conninfo_to_dict(url):
+        return url
+    return make_conninfo(url, password="***")
 
 
 @contextlib.contextmanager
@@ -165,17 +230,20 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     jwt_secret = os.environ.get("SHOP_JWT_SECRET") or secrets.token_urlsafe(32)
     admin_email = os.environ.get("SHOP_ADMIN_EMAIL") or "admin@shop.example"
-    admin_password = os.environ.get("SHOP_ADMIN_PASSWORD") or kept_admin_password()
-    role_password = os.environ.get("SHOP_DB_PASSWORD") or None
+    # Only `up` and `demo` start the users service, which creates the admin.
+    admin_password, admin_note = admin_credentials() if args.command in ("up", "demo") else ("", "")
     # At least 1.5 x 2 hops x (lease + first retry backoff) of the saga's queues
     # (3 s + 0.5 s): the orders service refuses one a crashed worker's lease could outlast.
     timeout_s = float(os.environ.get("SHOP_SAGA_STEP_TIMEOUT") or 15)
     supervisor = Supervisor(log_dir=ROOT / ".logs" if demo else None)
     try:
-        with database(Settings.from_env()) as (url, bin_dir):
+        settings = Settings.from_env()
+        passwords = role_passwords(generate=not settings.database_url)
+        withhold_secrets_from_children()
+        with database(settings) as (url, bin_dir):
             if args.command == "psql":
                 return os.spawnv(os.P_WAIT, psql_path(bin_dir), ["psql", url])
-            applied = asyncio.run(shop_migrate(url, role_password=role_password))
+            applied = asyncio.run(shop_migrate(url, role_passwords=passwords))
             print("migrations applied:", ", ".join(applied) if applied else "none (up to date)")
             if args.command == "migrate":
                 return 0
@@ -188,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                         saga_step_timeout_s=timeout_s,
                         admin_email=admin_email,
                         admin_password=admin_password,
-                        role_password=role_password,
+                        role_passwords=passwords,
                         ports=ports,
                     )
                     supervisor.start(process, env)
@@ -200,9 +268,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for service, service_url in urls.items():
                     print(f"  {service:<9} {service_url}   ({service_url}/openapi.json)")
-                print(f"  admin     {admin_email} / {admin_password}")
-                print(f"  database  {url}   (python runner.py psql)")
-                print(f"  queues    DATABASE_URL='{url}' {sys.executable} -m pgcourier queues\n")
+                print(f"  admin     {admin_email} {admin_note}")
+                print(f"  database  {shown_url(url)}   (python runner.py psql)")
+                print(
+                    f"  queues    DATABASE_URL='{shown_url(url)}' "
+                    f"{sys.executable} -m pgcourier queues\n"
+                )
                 if demo:
                     ok = run_demo(
                         urls,

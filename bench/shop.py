@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import socket
@@ -48,7 +49,7 @@ from harness import ROOT, bench_database, log, rate, setting
 
 sys.path.insert(0, str(ROOT))  # the services package lives at the repository root
 
-from services.shared.database import shop_migrate
+from services.shared.database import new_role_passwords, shop_migrate
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
@@ -59,6 +60,8 @@ ADMIN_PASSWORD = "admin-password-1"
 CUSTOMER_PASSWORD = "password-123"
 STOCK = 100_000_000
 PRICE_CENTS = 1500
+# The service roles' passwords for this run (each process gets its own role's).
+ROLE_PASSWORDS = new_role_passwords()
 
 
 def free_port() -> int:
@@ -77,7 +80,8 @@ def auth(token: str) -> dict[str, str]:
 @contextlib.contextmanager
 def shop_database() -> Iterator[tuple[str, str]]:
     """(admin url of a fresh database migrated with shop_migrate, where the server is)."""
-    with bench_database(shop_migrate, SHOP_DB) as (url, where, _):
+    migrate = functools.partial(shop_migrate, role_passwords=ROLE_PASSWORDS)
+    with bench_database(migrate, SHOP_DB) as (url, where, _):
         yield url, where
 
 
@@ -108,6 +112,7 @@ def running_shop(admin_url: str, replicas: int, step_timeout_s: float) -> Iterat
                     saga_step_timeout_s=step_timeout_s,
                     admin_email=ADMIN_EMAIL,
                     admin_password=ADMIN_PASSWORD,
+                    role_passwords=ROLE_PASSWORDS,
                     ports=ports,
                 )
                 # The bench measures throughput: its few customers place orders back to

@@ -6,6 +6,7 @@ Docker (tests/shop/test_compose.py checks that the two agree).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .shared.database import role_url
@@ -56,12 +57,18 @@ def process_env(
     saga_step_timeout_s: float,
     admin_email: str,
     admin_password: str,
-    role_password: str | None = None,
+    role_passwords: Mapping[str, str | None] | None = None,
     ports: dict[str, int] | None = None,
 ) -> dict[str, str]:
-    """The environment of one process: its own role's database URL and the shop settings."""
+    """The environment of one process: its own role's database URL and the shop settings.
+
+    role_passwords: by service; a process gets its own role's only (in its
+    DATABASE_URL), never another's nor the admin's. The admin password goes to the
+    users processes alone (they create the admin account).
+    """
+    password = (role_passwords or {}).get(process.service)
     env = {
-        "DATABASE_URL": role_url(admin_url, process.service, role_password),
+        "DATABASE_URL": role_url(admin_url, process.service, password),
         "PORT": str((ports or DEFAULT_PORTS)[process.service]),
         "SHOP_JWT_SECRET": jwt_secret,
         "SHOP_SAGA_STEP_TIMEOUT": str(saga_step_timeout_s),

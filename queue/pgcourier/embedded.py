@@ -3,18 +3,49 @@
 Postgres refuses to run as root; pgserver runs it as a dedicated system user when
 it must. The server is shared by every process using the same data folder and
 stopped when the last one exits.
+
+pgserver initialises its folder with `trust` (anyone may log in as any role, the
+superuser included). Here every start makes sure it is not so: pg_hba.conf asks
+every role for its password (scram-sha-256) over the socket and TCP alike, and the
+superuser's password, generated once, is kept in a libpq password file (mode 0600)
+inside the data folder. `url` names that file, so the password itself is never in
+a URL, a command line or an environment.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import secrets
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from .errors import ConfigurationError
 
+SUPERUSER = "postgres"
+PASSFILE_NAME = "pgcourier-superuser.pgpass"
+# The whole of pg_hba.conf: the first line tells a folder already converted.
+HBA = """\
+# pgcourier: every role proves its password (scram-sha-256); no trust, no peer.
+local   all             all                     scram-sha-256
+host    all             all     127.0.0.1/32    scram-sha-256
+host    all             all     ::1/128         scram-sha-256
+local   replication     all                     scram-sha-256
+host    replication     all     127.0.0.1/32    scram-sha-256
+host    replication     all     ::1/128         scram-sha-256
+"""
+
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, reload_timeout_s: float = 10) -> None:
         try:
             with warnings.catch_warnings():
                 # platformdirs warns when XDG_RUNTIME_DIR is unset (as for root), harmlessly.
@@ -31,13 +62,31 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        with _folder_locked(data_dir):
+            self._require_passwords(reload_timeout_s=reload_timeout_s)
+
+    @property
+    def password_file(self) -> Path:
+        """The superuser's password, as a libpq password file (`passfile`), mode 0600."""
+        return self.data_dir / PASSFILE_NAME
 
     @property
     def url(self) -> str:
-        return self._server.get_uri()
+        """The superuser's URL; its password is read from password_file."""
+        return self.database_url(SUPERUSER)
 
     def database_url(self, database: str) -> str:
-        return self._server.get_uri(database=database)
+        return self._uri(database, self.password_file)
+
+    def _uri(self, database: str, passfile: Path) -> str:
+        params = {
+            k: str(v)
+            for k, v in conninfo_to_dict(self._server.get_uri(database=database)).items()
+            if k not in ("user", "dbname", "password")
+        }
+        params["passfile"] = str(passfile)
+        query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in params.items())
+        return f"postgresql://{SUPERUSER}@/{quote(database)}?{query}"
 
     @property
     def bin_dir(self) -> Path:
@@ -47,3 +96,73 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+    def _require_passwords(self, *, reload_timeout_s: float) -> None:
+        """Converts a folder still on pgserver's trust; a no-op once converted."""
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.read_text() == HBA:
+            if not self.password_file.exists():
+                raise ConfigurationError(
+                    f"{self.password_file} (the superuser's password) is missing, and "
+                    f"{hba} asks for it: restore the file, or start from a new data folder"
+                )
+            return
+        password = _kept_password(self.password_file)
+        # While pg_hba.conf still trusts, libpq is not asked for the password; once it
+        # asks (a half-done conversion, or rules someone wrote), the file answers.
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            # The SCRAM verifier, computed here: the clear password never reaches the
+            # server (nor its statement log).
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), SUPERUSER.encode(), b"scram-sha-256"
+            )
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(verifier.decode())
+                )
+            )
+            # Rewritten in place: the file keeps its owner (pgserver's system user as root).
+            hba.write_text(HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        self._wait_until_passwords_required(timeout_s=reload_timeout_s)
+
+    def _wait_until_passwords_required(self, *, timeout_s: float) -> None:
+        """The reload is asynchronous: returns once a login without a password fails."""
+        # A password file that does not exist: libpq must not find one (~/.pgpass).
+        anonymous = self._uri(SUPERUSER, self.data_dir / "no-such-file")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                psycopg.connect(anonymous, connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return
+            if time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"the embedded Postgres in {self.data_dir} still lets the superuser in "
+                    "without a password after pg_hba.conf was rewritten and reloaded"
+                )
+            time.sleep(0.02)
+
+
+def _kept_password(path: Path) -> str:
+    """The password in a libpq password file; a new one is generated the first time."""
+    if path.exists():
+        path.chmod(0o600)
+        line = path.read_text().splitlines()[0]
+        return line.split(":", 4)[4]
+    password = secrets.token_urlsafe(24)  # no ':' or '\\', which the file format escapes
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"*:*:*:{SUPERUSER}:{password}\n")
+    return password
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Processes starting on the same folder at once convert it one at a time."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

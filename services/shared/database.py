@@ -6,8 +6,11 @@ themselves connect as their own roles (`role_url`).
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Mapping
+
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcourier import apply_migrations, migrate, migrations_in
 
@@ -18,18 +21,51 @@ from .sql import SQL_ROOT, migrations_dir
 
 
 def role_url(admin_url: str, service: str, password: str | None = None) -> str:
-    """The same server and database as admin_url, as the service's own role."""
-    return make_conninfo(admin_url, user=role_name(service), password=password or "")
+    """The same server and database as admin_url, as the service's own role.
+
+    Nothing of the admin's credentials is kept: neither its password nor its
+    password file (the embedded server's superuser's).
+    """
+    params = {
+        k: v for k, v in conninfo_to_dict(admin_url).items() if k not in ("password", "passfile")
+    }
+    params["user"] = role_name(service)
+    if password:
+        params["password"] = password
+    return make_conninfo(**params)
 
 
-async def shop_migrate(admin_url: str, *, role_password: str | None = None) -> list[str]:
-    """Brings everything up to date; returns what was applied as component/version."""
+def new_role_passwords() -> dict[str, str]:
+    """A fresh random password for each service's role."""
+    return {service: secrets.token_urlsafe(24) for service in SERVICES}
+
+
+async def shop_migrate(
+    admin_url: str, *, role_passwords: Mapping[str, str | None] | None = None
+) -> list[str]:
+    """Brings everything up to date; returns what was applied as component/version.
+
+    role_passwords: by service; each role given one gets it (roles are the
+    cluster's, so this is for every database on the server), the others keep theirs.
+    """
     async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
         applied = await migrate(conn)
         async with conn.transaction():
-            await conn.execute(
-                "SELECT set_config('shop.role_password', %s, true)", [role_password or ""]
-            )
+            for service in SERVICES:
+                password = (role_passwords or {}).get(service)
+                role = role_name(service)
+                # The SCRAM verifier, computed here: the clear password never reaches
+                # the server (nor its statement log).
+                verifier = (
+                    conn.pgconn.encrypt_password(
+                        password.encode(), role.encode(), b"scram-sha-256"
+                    ).decode()
+                    if password
+                    else ""
+                )
+                await conn.execute(
+                    "SELECT set_config(%s, %s, true)", [f"shop.{role}_password", verifier]
+                )
             await conn.execute((SQL_ROOT / "shop" / "roles.sql").read_text())  # type: ignore[arg-type]
         for component in ("shop", *SERVICES):
             versions = await apply_migrations(

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from services.shared.database import shop_migrate
+from services.shared.database import new_role_passwords, shop_migrate
 from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
@@ -32,6 +32,8 @@ ADMIN_EMAIL = "admin@shop.chaos"
 ADMIN_PASSWORD = "admin-password-1"
 CUSTOMER_PASSWORD = "password-123"
 REPLICAS = 2
+# The service roles' passwords on the suite's server.
+ROLE_PASSWORDS = new_role_passwords()
 # The shop's own default, so the suite runs what users run.
 DEFAULT_STEP_TIMEOUT_S: float = ServiceSettings.__dataclass_fields__["saga_step_timeout_s"].default
 
@@ -53,7 +55,7 @@ def fresh_database(server_url: str, *, keep: bool = False) -> Iterator[str]:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(server_url, dbname=name)
-    asyncio.run(shop_migrate(url))
+    asyncio.run(shop_migrate(url, role_passwords=ROLE_PASSWORDS))
     try:
         yield url
     finally:
@@ -92,6 +94,7 @@ class RunningShop:
             saga_step_timeout_s=self.step_timeout_s,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,
+            role_passwords=ROLE_PASSWORDS,
             ports=self.ports,
         )
         # Tokens are taken once, at the start, and must outlive the longest run.

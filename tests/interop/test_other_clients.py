@@ -78,6 +78,14 @@ def node() -> str:
     return node
 
 
+def passfile_password(passfile: str | None) -> str | None:
+    """The password in a libpq password file (the embedded server's superuser's URL
+    names one); node's driver reads only a password given to it."""
+    if not passfile:
+        return None
+    return Path(passfile).read_text().splitlines()[0].split(":", 4)[4]
+
+
 async def pgmq_js(node: str, database_url: str, *args: str) -> Any:
     """Runs one command of tests/foreign/pgmq_js_client.js; returns what it printed."""
     params = psycopg.conninfo.conninfo_to_dict(database_url)
@@ -85,7 +93,7 @@ async def pgmq_js(node: str, database_url: str, *args: str) -> Any:
         "host": params.get("host"),
         "port": params.get("port"),
         "user": params.get("user"),
-        "password": params.get("password"),
+        "password": params.get("password") or passfile_password(params.get("passfile")),
         "database": params.get("dbname"),
     }
     proc = await asyncio.create_subprocess_exec(

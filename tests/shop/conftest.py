@@ -30,6 +30,9 @@ from services.shared.settings import ServiceSettings
 JWT_SECRET = "test-secret-" + "x" * 32
 ADMIN_EMAIL = "admin@shop.test"
 ADMIN_PASSWORD = "admin-password-1"
+# The service roles' passwords on the test server (roles are the cluster's: every test
+# database shares them), as runner.py gives each role its own.
+ROLE_PASSWORDS = {s: f"test-{s}-db-password" for s in ("users", "products", "orders", "payments")}
 # Shorter leases and backoffs than the shop's, so that tests may use short saga step
 # timeouts (orders refuses a step timeout under 1.5 x (lease + first backoff)).
 TEST_LEASE_S = 0.5
@@ -46,7 +49,7 @@ def shop_template_url(server_url: str) -> Iterator[str]:
         )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(server_url, dbname=name)
-    asyncio.run(shop_migrate(url))
+    asyncio.run(shop_migrate(url, role_passwords=ROLE_PASSWORDS))
     with psycopg.connect(url, autocommit=True) as conn:
         for queue in ("orders_inbox", "products_inbox", "payments_inbox"):
             conn.execute(
@@ -84,7 +87,7 @@ def settings_for(shop_url: str) -> Callable[[str], ServiceSettings]:
     def make(service: str) -> ServiceSettings:
         return ServiceSettings(
             service=service,
-            database_url=role_url(shop_url, service),
+            database_url=role_url(shop_url, service, ROLE_PASSWORDS[service]),
             jwt_secret=JWT_SECRET,
             saga_step_timeout_s=TEST_STEP_TIMEOUT_S,
             admin_email=ADMIN_EMAIL,

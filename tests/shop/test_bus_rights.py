@@ -13,6 +13,7 @@ import pytest
 
 from services.shared import contracts
 from services.shared.database import role_url
+from tests.shop.conftest import ROLE_PASSWORDS
 
 SERVICES = ("users", "products", "orders", "payments")
 QUEUES = sorted(contracts.CONSUMERS)
@@ -40,7 +41,7 @@ def _may_send(service: str, queue: str) -> bool:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_role_sends_exactly_where_its_contracts_say(shop_url: str, service: str) -> None:
-    url = role_url(shop_url, service)
+    url = role_url(shop_url, service, ROLE_PASSWORDS[service])
     for queue in QUEUES:
         sent = _allowed("SELECT pgmq.send(%s, '{}'::jsonb)", url, [queue])
         assert sent == _may_send(service, queue), (service, queue)
@@ -72,7 +73,7 @@ NOBODY = [
 def test_only_the_owning_service_consumes_its_inbox_and_nobody_administers_the_bus(
     shop_url: str, service: str
 ) -> None:
-    url = role_url(shop_url, service)
+    url = role_url(shop_url, service, ROLE_PASSWORDS[service])
     for queue in QUEUES:
         mine = contracts.CONSUMERS[queue] == service
         for statement in CONSUMER_ONLY:
@@ -85,7 +86,7 @@ def test_only_the_owning_service_consumes_its_inbox_and_nobody_administers_the_b
 
 
 def test_users_has_no_rights_on_the_bus(shop_url: str) -> None:
-    with psycopg.connect(role_url(shop_url, "users")) as conn:
+    with psycopg.connect(role_url(shop_url, "users", ROLE_PASSWORDS["users"])) as conn:
         rights = conn.execute(
             "SELECT has_schema_privilege('pgmq', 'USAGE'),"
             " has_schema_privilege('pgcourier', 'USAGE')"
@@ -106,7 +107,9 @@ def test_the_shared_tables_show_a_role_only_its_own_inbox_rows(shop_url: str, se
                 [queue],
             )
     mine = next(q for q, s in contracts.CONSUMERS.items() if s == service)
-    with psycopg.connect(role_url(shop_url, service), autocommit=True) as conn:
+    with psycopg.connect(
+        role_url(shop_url, service, ROLE_PASSWORDS[service]), autocommit=True
+    ) as conn:
         inbox = conn.execute("SELECT consumer FROM pgcourier.inbox").fetchall()
         dead = conn.execute("SELECT queue_name FROM pgcourier.dead_letter").fetchall()
         deleted = conn.execute("DELETE FROM pgcourier.inbox WHERE consumer <> %s", [mine])

@@ -1,11 +1,12 @@
 """compose.yaml must describe the same processes and settings as runner.py."""
 
+import re
 from pathlib import Path
 
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from services.shared.settings import DEFAULT_PORTS
+from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.topology import process_env, processes
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
@@ -38,8 +39,30 @@ def test_compose_gives_each_process_the_settings_runner_gives_it() -> None:
         assert set(runner_env) <= set(compose_env), process.name
         assert compose_env["PORT"] == str(DEFAULT_PORTS[process.service])
         # Each service connects as its own role, to the database migrate prepared.
-        url = compose_env["DATABASE_URL"].replace("${SHOP_DB_PASSWORD:-shop}", "pw")
+        url = re.sub(r"\$\{[^}]*\}", "pw", compose_env["DATABASE_URL"])
         assert conninfo_to_dict(url)["user"] == f"{process.service}_svc"
+
+
+def test_compose_asks_every_login_for_a_password_and_gives_each_service_only_its_own() -> None:
+    services = compose_services()
+    postgres = services["postgres"]["environment"]
+    assert postgres["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "--auth-local=scram-sha-256" in postgres["POSTGRES_INITDB_ARGS"].split()
+    assert "--auth-host=scram-sha-256" in postgres["POSTGRES_INITDB_ARGS"].split()
+    # Required, with no default anyone could guess.
+    assert postgres["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    migrate = services["migrate"]["environment"]
+    for service in SERVICES:
+        assert migrate[f"SHOP_DB_PASSWORD_{service.upper()}"].startswith(
+            f"${{SHOP_DB_PASSWORD_{service.upper()}:?"
+        )
+    for process in processes():
+        env = " ".join(str(v) for v in services[process.name]["environment"].values())
+        variables = set(re.findall(r"\$\{(\w+)", env))
+        secrets = {v for v in variables if "PASSWORD" in v}
+        own = f"SHOP_DB_PASSWORD_{process.service.upper()}"
+        expected = {own, "SHOP_ADMIN_PASSWORD"} if process.service == "users" else {own}
+        assert secrets == expected, process.name
 
 
 def test_compose_waits_for_migrations_and_checks_health() -> None:

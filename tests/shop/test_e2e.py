@@ -22,7 +22,7 @@ from services.demo import run_demo
 from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
-from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET
+from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, ROLE_PASSWORDS
 
 SAGA_STEP_TIMEOUT = 3.0
 MAX_OPEN_ORDERS = ServiceSettings.__dataclass_fields__["max_open_orders"].default
@@ -50,6 +50,7 @@ class RunningShop:
             saga_step_timeout_s=SAGA_STEP_TIMEOUT,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,
+            role_passwords=ROLE_PASSWORDS,
             ports=self.ports,
         )
 
