@@ -181,7 +181,7 @@ def claim_cost(url: str, queue: str, ready: int = BATCH) -> ClaimCost:
     it and the claim leave no trace.
     """
     claim = queue_query("message_claim", queue)
-    params = {"now": None, "limit": ready, "vt_s": VT_S}
+    params = {"now": None, "limit": ready, "vt_s": VT_S, "horizon_s": 1.0}
     payloads = [Jsonb(order_payload(i)) for i in range(ready)]
     found: dict[str, Any] = {}
     with psycopg.connect(url) as conn:

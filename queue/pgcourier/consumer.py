@@ -90,7 +90,11 @@ class QueueConsumer:
         try:
             async with self.courier.statement_connection() as conn:
                 claim = await store.claim(
-                    conn, self.queue, limit=wanted, vt_s=self.settings.visibility_timeout_s
+                    conn,
+                    self.queue,
+                    limit=wanted,
+                    vt_s=self.settings.visibility_timeout_s,
+                    horizon_s=config.poll_interval,
                 )
         except BaseException:
             self.slots.release(wanted)

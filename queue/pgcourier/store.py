@@ -40,7 +40,8 @@ class ClaimedRow:
 @dataclass(frozen=True, slots=True)
 class Claim:
     rows: list[ClaimedRow]
-    next_due_s: float | None  # seconds until the next message not ready now is due
+    next_due_s: float | None  # seconds until the next message not ready now is due, if
+    # that is within the claim's horizon
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +60,13 @@ async def claim(
     *,
     limit: int,
     vt_s: float,
+    horizon_s: float = 1.0,
     now: datetime | None = None,
 ) -> Claim:
+    """horizon_s: how far ahead to look for the next message to fall due."""
     cur = await conn.execute(
         queries.queue_query("message_claim", queue),
-        {"now": now, "limit": limit, "vt_s": vt_s},
+        {"now": now, "limit": limit, "vt_s": vt_s, "horizon_s": horizon_s},
     )
     rows = await cur.fetchall()
     next_due_s: float | None = None

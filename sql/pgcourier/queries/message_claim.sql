@@ -94,12 +94,17 @@ SELECT msg_id, read_ct, enqueued_at, message, headers, sender, NULL::float8 AS n
 FROM updated
 UNION ALL
 -- Always one more row, saying in how many seconds the next message not ready now
--- falls due (a delay, a retry's backoff, a lease running out): the worker sleeps
--- no longer than that, in the same round trip. Only future vts count: a ready
--- message of a key blocked behind its in-flight head is not due before the head is,
--- and counting it made the loop spin. NULL when nothing is in the future. One
--- probe of the vt index.
+-- falls due (a delay, a retry's backoff, a lease running out) within the next
+-- %(horizon_s)s seconds (the worker's poll interval: it looks again by then anyway);
+-- NULL when none does. The worker sleeps no longer than that, in the same round
+-- trip. Only future vts count: a ready message of a key blocked behind its
+-- in-flight head is not due before the head is, and counting it made the loop spin.
+-- The horizon bounds the probe of the vt index: acknowledged messages leave dead
+-- index entries at their lease's end, and an unbounded probe walked all 30 s of them.
 SELECT NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT extract(epoch FROM q.vt - claim_at.at)::float8
-        FROM {queue} q WHERE q.vt > claim_at.at ORDER BY q.vt LIMIT 1)
+        FROM {queue} q
+        WHERE q.vt > claim_at.at
+          AND q.vt <= claim_at.at + make_interval(secs => %(horizon_s)s)
+        ORDER BY q.vt LIMIT 1)
 FROM claim_at
