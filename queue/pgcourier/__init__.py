@@ -1,11 +1,12 @@
 """pgcourier: Postgres-native messaging. Durable queues and topics on pgmq."""
 
-from .admin import Admin, WorkerInfo
+from .admin import Admin, QueuePrivilege, WorkerInfo
 from .context import Context, Handler
 from .courier import Courier, QueueSettings
 from .errors import (
     ConfigurationError,
     DatabaseError,
+    ForbiddenSenderError,
     InvalidMessageError,
     InvalidNameError,
     MigrationError,
@@ -28,6 +29,7 @@ __all__ = [
     "Context",
     "Courier",
     "DatabaseError",
+    "ForbiddenSenderError",
     "Handler",
     "InvalidMessageError",
     "InvalidNameError",
@@ -37,6 +39,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PgCourierError",
     "QueueNotFoundError",
+    "QueuePrivilege",
     "QueueSettings",
     "RejectMessage",
     "Settings",

@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from . import queries, store
 from .courier import Courier
+from .errors import InvalidNameError
 from .message import TYPE
 from .naming import check_queue_name
 
@@ -96,6 +98,16 @@ class WorkerInfo:
     last_claim_at: datetime | None
     listening: bool
     alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePrivilege:
+    """What one role may do with one queue (read from the grants themselves)."""
+
+    queue: str
+    role: str
+    may_send: bool
+    may_consume: bool
 
 
 class Admin:
@@ -198,3 +210,41 @@ class Admin:
         check_queue_name(queue)
         async with self.courier.connection(conn, queue=queue) as c:
             return await store.consumer_health(c, queue, alive_within_s=alive_within_s)
+
+    # -- privileges (the queue's owner only) -----------------------------------
+
+    async def grant_send(
+        self, queue: str, role: str, *, conn: psycopg.AsyncConnection | None = None
+    ) -> None:
+        """Lets `role` send to the queue (insert only: it cannot read, claim or delete)."""
+        await self._call("grant_send", queue, role, conn)
+
+    async def grant_consume(
+        self, queue: str, role: str, *, conn: psycopg.AsyncConnection | None = None
+    ) -> None:
+        """Lets `role` consume the queue: claim, acknowledge, retry, dead-letter, and see
+        the queue's rows of the shared inbox and dead letters."""
+        await self._call("grant_consume", queue, role, conn)
+
+    async def revoke(
+        self, queue: str, role: str, *, conn: psycopg.AsyncConnection | None = None
+    ) -> None:
+        """Takes back every right `role` has on the queue."""
+        await self._call("revoke_queue", queue, role, conn)
+
+    async def privileges(
+        self, *, conn: psycopg.AsyncConnection | None = None
+    ) -> list[QueuePrivilege]:
+        async with self.courier.connection(conn) as c:
+            cur = await c.execute(queries.query("queue_privileges"))
+            return [QueuePrivilege(*row) for row in await cur.fetchall()]
+
+    async def _call(
+        self, function: str, queue: str, role: str, conn: psycopg.AsyncConnection | None
+    ) -> None:
+        check_queue_name(queue)
+        if not isinstance(role, str) or not role:
+            raise InvalidNameError(f"role must be a non-empty string, not {role!r}")
+        statement = sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier("pgcourier", function))
+        async with self.courier.connection(conn, queue=queue) as c:
+            await c.execute(statement, [queue, role])

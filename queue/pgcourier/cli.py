@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep acknowledged messages in the archive table",
     )
     sub.add_parser("workers", parents=[common, listing], help="worker processes and their liveness")
+    for name, what in (
+        ("grant-send", "let a database role send to a queue (insert only)"),
+        ("grant-consume", "let a database role consume a queue"),
+        ("revoke", "take back every right a role has on a queue"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=what)
+        p.add_argument("queue")
+        p.add_argument("role")
+    sub.add_parser(
+        "privileges", parents=[common, listing], help="who may send to and consume each queue"
+    )
     sub.add_parser("migrate", parents=[common], help="install or upgrade the schema")
     return parser
 
@@ -203,6 +214,28 @@ async def _workers(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.N
             for w in workers
         ]
         print(_table(headers, rows))
+    return 0
+
+
+async def _grant(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Namespace) -> int:
+    action = {
+        "grant-send": admin.grant_send,
+        "grant-consume": admin.grant_consume,
+        "revoke": admin.revoke,
+    }[args.command]
+    await action(args.queue, args.role, conn=conn)
+    print(f"{args.command} {args.queue} {args.role}: done")
+    return 0
+
+
+async def _privileges(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Namespace) -> int:
+    rows = await admin.privileges(conn=conn)
+    if args.json:
+        _print_json([dataclasses.asdict(r) for r in rows])
+    elif not rows:
+        print("no role has rights on any queue (the owner has them all)")
+    else:
+        print(_table(["QUEUE", "ROLE", "SEND", "CONSUME"], [dataclasses.astuple(r) for r in rows]))
     return 0
 
 
@@ -314,6 +347,10 @@ COMMANDS = {
     "purge": _purge,
     "create": _create,
     "workers": _workers,
+    "grant-send": _grant,
+    "grant-consume": _grant,
+    "revoke": _grant,
+    "privileges": _privileges,
     "migrate": _migrate,
 }
 

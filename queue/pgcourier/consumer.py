@@ -19,7 +19,7 @@ from .completer import Completer
 from .context import Context, Route
 from .courier import Courier, QueueSettings
 from .eager import start_eagerly
-from .errors import NoHandlerError, UnreadableMessageError
+from .errors import ForbiddenSenderError, NoHandlerError, UnreadableMessageError
 from .loops import Backoff, forever
 from .message import Message, decode_claimed
 from .slots import Slots
@@ -134,7 +134,13 @@ class QueueConsumer:
         self.inflight[row.msg_id] = lease
         try:
             message = decode_claimed(
-                self.queue, row.msg_id, row.read_ct, row.enqueued_at, row.message, row.headers
+                self.queue,
+                row.msg_id,
+                row.read_ct,
+                row.enqueued_at,
+                row.message,
+                row.headers,
+                row.sender,
             )
         except UnreadableMessageError as exc:
             self.slots.release(1)
@@ -152,6 +158,11 @@ class QueueConsumer:
             if route is None:
                 raise NoHandlerError(
                     f"no handler for messages of type {message.type!r} on queue {self.queue!r}"
+                )
+            if route.senders is not None and message.sender not in route.senders:
+                raise ForbiddenSenderError(
+                    f"{message.type or 'untyped'} messages on {self.queue!r} are accepted from "
+                    f"{', '.join(sorted(route.senders))}, not from {message.sender!r}"
                 )
             if route.transactional:
                 await self._handle_in_transaction(route, message)

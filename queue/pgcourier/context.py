@@ -53,3 +53,5 @@ class Route:
     handler: Handler
     type: str | None = None
     transactional: bool = False
+    # The database roles whose messages this route accepts; None: any.
+    senders: frozenset[str] | None = None

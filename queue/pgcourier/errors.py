@@ -46,6 +46,11 @@ class UnreadableMessageError(RejectMessage):
     JSON its decoder refuses): dead-lettered at once with the reason."""
 
 
+class ForbiddenSenderError(RejectMessage):
+    """A message from a database role its route does not accept: dead-lettered at once
+    and never handled (another service forging a message, say)."""
+
+
 class WorkerCrashedError(PgCourierError):
     """One of a worker's loops ended without stop() being called: the worker can no
     longer consume, and says so instead of living on."""

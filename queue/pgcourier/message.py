@@ -181,7 +181,9 @@ class Message:
 
     attempt: pgcourier's attempts at it, this one included (1 + the failures it
     recorded); reads by other pgmq clients do not count. read_ct is pgmq's count of
-    every read, which fences this claim's acknowledgement.
+    every read, which fences this claim's acknowledgement. sender: the database role
+    that inserted it, stamped by Postgres (None for messages queued before senders
+    were recorded).
     """
 
     queue: str
@@ -191,6 +193,7 @@ class Message:
     payload: Any
     headers: dict[str, Any] = field(default_factory=dict)
     read_ct: int = 1
+    sender: str | None = None
 
     @property
     def id(self) -> str:
@@ -254,6 +257,7 @@ def decode_claimed(
     enqueued_at: datetime,
     payload_text: str | None,
     headers_text: str | None,
+    sender: str | None = None,
 ) -> Message:
     """A claimed row as a Message; raises UnreadableMessageError for what is no envelope:
     headers that are not a JSON object (other pgmq clients may send any JSON there),
@@ -267,4 +271,4 @@ def decode_claimed(
         )
     payload = _decode(payload_text, "payload")
     attempt = len(_error_history(headers)) + 1
-    return Message(queue, msg_id, attempt, enqueued_at, payload, headers, read_ct)
+    return Message(queue, msg_id, attempt, enqueued_at, payload, headers, read_ct, sender)

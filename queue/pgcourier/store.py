@@ -34,6 +34,7 @@ class ClaimedRow:
     enqueued_at: datetime
     message: str | None  # JSON text, decoded by the worker one message at a time
     headers: str | None
+    sender: str | None  # the database role that inserted it, stamped by Postgres
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,11 @@ async def claim(
     rows = await cur.fetchall()
     next_due_s: float | None = None
     claimed = []
-    for msg_id, read_ct, enqueued_at, message, headers, due in rows:
+    for msg_id, read_ct, enqueued_at, message, headers, sender, due in rows:
         if msg_id is None:
             next_due_s = due
         else:
-            claimed.append(ClaimedRow(msg_id, read_ct, enqueued_at, message, headers))
+            claimed.append(ClaimedRow(msg_id, read_ct, enqueued_at, message, headers, sender))
     claimed.sort(key=lambda row: row.msg_id)  # UPDATE ... RETURNING keeps no order
     return Claim(claimed, next_due_s)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -95,20 +95,27 @@ class Worker:
         *,
         type: str | None = None,
         transactional: bool = False,
+        senders: Collection[str] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Registers a handler for a queue, or for one message type on it.
 
         transactional: run the handler in one transaction with an inbox record of
         the message id and the acknowledgement, so its writes and sends (through
         `ctx.conn` / `ctx.send`) happen exactly once even if the message comes back.
+        senders: the database roles whose messages it accepts (Postgres stamps every
+        message with the role that inserted it); a message from any other goes to the
+        dead letters with the reason and is never handled. None: any sender.
         """
         check_queue_name(queue)
+        if senders is not None and (isinstance(senders, str) or not senders):
+            raise ConfigurationError("senders must be a non-empty collection of role names")
+        accepted = None if senders is None else frozenset(senders)
 
         def register(fn: Handler) -> Handler:
             routes = self.routes.setdefault(queue, {})
             if type in routes:
                 raise ConfigurationError(f"a handler for {queue!r} type {type!r} already exists")
-            routes[type] = Route(queue, fn, type, transactional)
+            routes[type] = Route(queue, fn, type, transactional, accepted)
             return fn
 
         if handler is not None:

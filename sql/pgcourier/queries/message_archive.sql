@@ -4,7 +4,7 @@ WITH acked AS (
     DELETE FROM {queue} m
     USING unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS r(msg_id, read_ct)
     WHERE m.msg_id = r.msg_id AND m.read_ct = r.read_ct
-    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers, m.sender
 )
-INSERT INTO {archive} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM acked
+INSERT INTO {archive} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers, sender)
+SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers, sender FROM acked

@@ -88,9 +88,9 @@ updated AS (
     -- As text: the worker decodes each message on its own, so one that its JSON
     -- decoder refuses (a number out of range, say) is dead-lettered alone instead of
     -- failing the whole batch.
-    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text, m.headers::text
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text, m.headers::text, m.sender
 )
-SELECT msg_id, read_ct, enqueued_at, message, headers, NULL::float8 AS next_due_s
+SELECT msg_id, read_ct, enqueued_at, message, headers, sender, NULL::float8 AS next_due_s
 FROM updated
 UNION ALL
 -- Always one more row, saying in how many seconds the next message not ready now
@@ -99,7 +99,7 @@ UNION ALL
 -- message of a key blocked behind its in-flight head is not due before the head is,
 -- and counting it made the loop spin. NULL when nothing is in the future. One
 -- probe of the vt index.
-SELECT NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT extract(epoch FROM q.vt - claim_at.at)::float8
         FROM {queue} q WHERE q.vt > claim_at.at ORDER BY q.vt LIMIT 1)
 FROM claim_at

@@ -11,10 +11,10 @@ WITH failed AS (
 removed AS (
     DELETE FROM {queue} m USING failed
     WHERE m.msg_id = failed.msg_id AND m.read_ct = failed.read_ct
-    RETURNING m.msg_id, m.enqueued_at, m.message, m.headers, failed.attempts, failed.errors
+    RETURNING m.msg_id, m.enqueued_at, m.message, m.headers, m.sender, failed.attempts, failed.errors
 )
-INSERT INTO pgcourier.dead_letter (queue_name, msg_id, message, headers, enqueued_at, attempts, errors)
+INSERT INTO pgcourier.dead_letter (queue_name, msg_id, message, headers, sender, enqueued_at, attempts, errors)
 SELECT %(queue_name)s, msg_id, message,
        CASE jsonb_typeof(headers) WHEN 'object' THEN headers - 'x-pgcourier-errors' ELSE headers END,
-       enqueued_at, attempts, errors
+       sender, enqueued_at, attempts, errors
 FROM removed

@@ -7,6 +7,8 @@ SELECT coalesce(%(now)s::timestamptz, clock_timestamp()) + make_interval(secs =>
 FROM unnest(%(messages)b::text[]::jsonb[], %(headers)b::text[]::jsonb[], %(delays)b::float8[])
      WITH ORDINALITY AS t(message, headers, delay_s, position)
 ORDER BY t.position
-ON CONFLICT ((headers ->> 'x-pgcourier-idempotency-key')) WHERE headers ? 'x-pgcourier-idempotency-key'
-DO NOTHING
+-- No conflict target: the idempotency index is the only unique index a send can hit
+-- (msg_id is generated), and naming it would need SELECT on every row's headers,
+-- which a role that may only send to the queue does not have.
+ON CONFLICT DO NOTHING
 RETURNING msg_id
