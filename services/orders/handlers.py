@@ -9,7 +9,7 @@ from typing import Any
 from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts as c
 from services.shared.contracts import InvalidPayload
-from services.shared.revocation import user_changed_handler
+from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -93,8 +93,7 @@ def setup(worker: Worker, settings: ServiceSettings) -> None:
     saga.check_step_timeout_blocking(settings.database_url, settings.saga_step_timeout_s)
     for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
         worker.handle(c.ORDERS_INBOX, on_product, type=topic, transactional=True)
-    on_user = user_changed_handler("orders")
-    worker.handle(c.ORDERS_INBOX, on_user, type=c.USER_CHANGED, transactional=True)
+    handle_user_changed(worker, c.ORDERS_INBOX, "orders")
     for kind in SAGA_MESSAGES:
         worker.handle(
             c.ORDERS_INBOX,

@@ -16,7 +16,7 @@ import psycopg
 from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts
 from services.shared.contracts import InvalidPayload
-from services.shared.revocation import user_changed_handler
+from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -172,5 +172,4 @@ def setup(
     on_charge = charge_handler(card_provider)
     worker.handle(inbox, on_charge, type=contracts.PAYMENT_CHARGE, transactional=True)
     worker.handle(inbox, on_refund, type=contracts.PAYMENT_REFUND, transactional=True)
-    on_user = user_changed_handler("payments")
-    worker.handle(inbox, on_user, type=contracts.USER_CHANGED, transactional=True)
+    handle_user_changed(worker, inbox, "payments")

@@ -23,10 +23,9 @@ from services.shared.contracts import (
     STOCK_RELEASE,
     STOCK_RELEASED,
     STOCK_RESERVED,
-    USER_CHANGED,
     InvalidPayload,
 )
-from services.shared.revocation import user_changed_handler
+from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -164,5 +163,4 @@ async def on_stock_release(message: Message, ctx: Context) -> None:
 def setup(worker: Worker, settings: ServiceSettings) -> None:
     worker.handle(PRODUCTS_INBOX, on_order_placed, type=ORDER_PLACED, transactional=True)
     worker.handle(PRODUCTS_INBOX, on_stock_release, type=STOCK_RELEASE, transactional=True)
-    on_user = user_changed_handler("products")
-    worker.handle(PRODUCTS_INBOX, on_user, type=USER_CHANGED, transactional=True)
+    handle_user_changed(worker, PRODUCTS_INBOX, "products")

@@ -14,10 +14,11 @@ from typing import Any
 import psycopg
 from starlette.applications import Starlette
 
-from pgcourier import Context, Handler, Message
+from pgcourier import Context, Handler, Message, Worker
 
 from .auth import AuthError, Principal
-from .contracts import InvalidPayload
+from .contracts import USER_CHANGED, InvalidPayload
+from .database import role_name
 from .sql import table_query
 
 # Past this many remembered users the cache starts over rather than grow without end.
@@ -82,3 +83,15 @@ def user_changed_handler(service: str) -> Handler:
         await revocation_apply(ctx.conn, service, **user_changed_payload(message))
 
     return on_user_changed
+
+
+def handle_user_changed(worker: Worker, queue: str, service: str) -> None:
+    """Registers the handler; an event any role but the users service's sent (Postgres
+    stamps the sender) goes to the dead letters unapplied."""
+    worker.handle(
+        queue,
+        user_changed_handler(service),
+        type=USER_CHANGED,
+        transactional=True,
+        senders=(role_name("users"),),
+    )

@@ -20,7 +20,7 @@ import jwt
 import psycopg
 import pytest
 
-from pgcourier import ConfigurationError, Courier
+from pgcourier import Admin, ConfigurationError, Courier
 from runner import kept_keys
 from services.orders.app import create_app as orders_app
 from services.orders.handlers import setup as orders_setup
@@ -35,6 +35,7 @@ from services.shared.auth import (
     public_keys_parse,
     token_issue,
 )
+from services.shared.database import role_url
 from services.shared.settings import ServiceSettings
 from services.users.app import create_app as users_app
 from tests.helpers import wait_until
@@ -387,7 +388,7 @@ async def test_a_late_user_changed_event_cannot_bring_a_revoked_token_back(
 ) -> None:
     user_id = str(uuid.uuid4())
     async with (
-        Courier(shop_url, pool_max_size=2) as bus,
+        Courier(role_url(shop_url, "users"), pool_max_size=2) as bus,
         serve_app(products_app(settings_for("products"))) as products,
         run_service_worker(settings_for("products"), products_setup),
     ):
@@ -407,6 +408,28 @@ async def test_a_late_user_changed_event_cannot_bring_a_revoked_token_back(
         for version, status in ((2, 401), (3, 200)):
             r = await products.get("/products", headers=token_for(user_id, version=version))
             assert r.status_code == status, version
+
+
+async def test_a_user_changed_event_not_sent_by_users_is_dead_lettered_unapplied(
+    settings_for: Settings, shop_url: str
+) -> None:
+    user_id = str(uuid.uuid4())
+    async with (
+        Courier(role_url(shop_url, "orders"), pool_max_size=2) as forger,
+        Courier(shop_url, pool_max_size=2) as admin,
+        run_service_worker(settings_for("products"), products_setup),
+    ):
+        event = {"user_id": user_id, "token_version": 1, "deleted": True}
+        await forger.publish("user.changed", event, ordering_key=user_id)
+
+        async def dead() -> bool:
+            letters = await Admin(admin).dead_letters("products_inbox")
+            return any(d.payload == event for d in letters)
+
+        await wait_until(dead, within=WITHIN_S, interval=0.05)
+        async with await psycopg.AsyncConnection.connect(shop_url) as conn:
+            cur = await conn.execute("SELECT count(*) FROM products.token_revocation")
+            assert (await cur.fetchone())[0] == 0  # type: ignore[index]
 
 
 def test_key_ids_name_the_key() -> None:
