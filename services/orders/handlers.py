@@ -8,6 +8,7 @@ from typing import Any
 
 from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts as c
+from services.shared.bus import receive
 from services.shared.contracts import InvalidPayload
 from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
@@ -92,12 +93,7 @@ def setup(worker: Worker, settings: ServiceSettings) -> None:
     # This worker schedules the payment step's timeout: refuse a too-short one.
     saga.check_step_timeout_blocking(settings.database_url, settings.saga_step_timeout_s)
     for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
-        worker.handle(c.ORDERS_INBOX, on_product, type=topic, transactional=True)
-    handle_user_changed(worker, c.ORDERS_INBOX, "orders")
+        receive(worker, topic, on_product)
+    handle_user_changed(worker, "orders")
     for kind in SAGA_MESSAGES:
-        worker.handle(
-            c.ORDERS_INBOX,
-            saga_handler(kind, settings.saga_step_timeout_s),
-            type=kind,
-            transactional=True,
-        )
+        receive(worker, kind, saga_handler(kind, settings.saga_step_timeout_s))

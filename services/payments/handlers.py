@@ -15,6 +15,7 @@ import psycopg
 
 from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts
+from services.shared.bus import receive
 from services.shared.contracts import InvalidPayload
 from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
@@ -167,9 +168,8 @@ def setup(
     card_provider: provider.CardProvider | None = None,
 ) -> None:
     """card_provider: by default one on the service's own database (the fake's ledger)."""
-    inbox = contracts.PAYMENTS_INBOX
     card_provider = card_provider or provider.CardProvider(settings.database_url)
     on_charge = charge_handler(card_provider)
-    worker.handle(inbox, on_charge, type=contracts.PAYMENT_CHARGE, transactional=True)
-    worker.handle(inbox, on_refund, type=contracts.PAYMENT_REFUND, transactional=True)
-    handle_user_changed(worker, inbox, "payments")
+    receive(worker, contracts.PAYMENT_CHARGE, on_charge)
+    receive(worker, contracts.PAYMENT_REFUND, on_refund)
+    handle_user_changed(worker, "payments")

@@ -15,10 +15,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pgcourier import Context, Message, Worker
+from services.shared.bus import receive
 from services.shared.contracts import (
     ORDER_PLACED,
     ORDERS_INBOX,
-    PRODUCTS_INBOX,
     STOCK_REJECTED,
     STOCK_RELEASE,
     STOCK_RELEASED,
@@ -161,6 +161,6 @@ async def on_stock_release(message: Message, ctx: Context) -> None:
 
 
 def setup(worker: Worker, settings: ServiceSettings) -> None:
-    worker.handle(PRODUCTS_INBOX, on_order_placed, type=ORDER_PLACED, transactional=True)
-    worker.handle(PRODUCTS_INBOX, on_stock_release, type=STOCK_RELEASE, transactional=True)
-    handle_user_changed(worker, PRODUCTS_INBOX, "products")
+    receive(worker, ORDER_PLACED, on_order_placed)
+    receive(worker, STOCK_RELEASE, on_stock_release)
+    handle_user_changed(worker, "products")

@@ -17,6 +17,8 @@ handled one at a time and in order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pgcourier import RejectMessage
 
 
@@ -49,3 +51,59 @@ PAYMENT_DECLINED = "payment.declined"  # {order_id, reason}
 PAYMENT_REFUND = "payment.refund"  # {order_id}
 PAYMENT_REFUNDED = "payment.refunded"  # {order_id, amount_cents}
 SAGA_TIMEOUT = "saga.timeout"  # {order_id, step}
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """One message type: the queue it lands in, the one service allowed to send it
+    (Postgres stamps every message with its sender's role, and the consumer refuses
+    any other), and its payload's shape. Grants are generated from this table."""
+
+    type: str
+    queue: str
+    sender: str
+    shape: str
+
+
+CONTRACTS: tuple[Contract, ...] = (
+    Contract(ORDER_PLACED, PRODUCTS_INBOX, "orders", "{order_id, customer_id, lines}"),
+    Contract(STOCK_RELEASE, PRODUCTS_INBOX, "orders", "{order_id}"),
+    Contract(PRODUCT_CREATED, ORDERS_INBOX, "products", "{product_id, name, price_cents, active}"),
+    Contract(PRODUCT_UPDATED, ORDERS_INBOX, "products", "{product_id, name, price_cents, active}"),
+    Contract(STOCK_RESERVED, ORDERS_INBOX, "products", "{order_id}"),
+    Contract(STOCK_REJECTED, ORDERS_INBOX, "products", "{order_id, reason}"),
+    Contract(STOCK_RELEASED, ORDERS_INBOX, "products", "{order_id}"),
+    Contract(PAYMENT_CAPTURED, ORDERS_INBOX, "payments", "{order_id, payment_id, amount_cents}"),
+    Contract(PAYMENT_DECLINED, ORDERS_INBOX, "payments", "{order_id, reason}"),
+    Contract(PAYMENT_REFUNDED, ORDERS_INBOX, "payments", "{order_id, amount_cents}"),
+    Contract(SAGA_TIMEOUT, ORDERS_INBOX, "orders", "{order_id, step}"),
+    Contract(
+        PAYMENT_CHARGE,
+        PAYMENTS_INBOX,
+        "orders",
+        "{order_id, customer_id, amount_cents, card_token}",
+    ),
+    Contract(PAYMENT_REFUND, PAYMENTS_INBOX, "orders", "{order_id}"),
+    # One event, a copy in every inbox of a service that checks tokens.
+    *(
+        Contract(USER_CHANGED, inbox, "users", "{user_id, token_version, deleted}")
+        for inbox in (PRODUCTS_INBOX, ORDERS_INBOX, PAYMENTS_INBOX)
+    ),
+)
+
+# Who consumes each queue: the only role that may read it.
+CONSUMERS = {ORDERS_INBOX: "orders", PRODUCTS_INBOX: "products", PAYMENTS_INBOX: "payments"}
+
+# Topic bindings (sql/shop/migrations): a published event reaches these queues.
+TOPIC_BINDINGS = (
+    (ORDER_PLACED, PRODUCTS_INBOX),
+    ("product.*", ORDERS_INBOX),
+    *((USER_CHANGED, inbox) for inbox in (PRODUCTS_INBOX, ORDERS_INBOX, PAYMENTS_INBOX)),
+)
+
+
+def contract(kind: str) -> Contract:
+    for c in CONTRACTS:
+        if c.type == kind:
+            return c
+    raise KeyError(f"no contract for message type {kind!r}")

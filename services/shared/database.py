@@ -11,12 +11,10 @@ from psycopg.conninfo import make_conninfo
 
 from pgcourier import apply_migrations, migrate, migrations_in
 
+from .bus import grant_bus
+from .roles import role_name
 from .settings import SERVICES
 from .sql import SQL_ROOT, migrations_dir
-
-
-def role_name(service: str) -> str:
-    return f"{service}_svc"
 
 
 def role_url(admin_url: str, service: str, password: str | None = None) -> str:
@@ -38,5 +36,7 @@ async def shop_migrate(admin_url: str, *, role_password: str | None = None) -> l
                 conn, component, migrations_in(migrations_dir(component))
             )
             applied += [f"{component}/{v}" for v in versions]
-        await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())  # type: ignore[arg-type]
+        async with conn.transaction():
+            await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())  # type: ignore[arg-type]
+            await grant_bus(conn)
     return applied

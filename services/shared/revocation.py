@@ -17,8 +17,8 @@ from starlette.applications import Starlette
 from pgcourier import Context, Handler, Message, Worker
 
 from .auth import AuthError, Principal
-from .contracts import USER_CHANGED, InvalidPayload
-from .database import role_name
+from .contracts import CONSUMERS, CONTRACTS, USER_CHANGED, InvalidPayload
+from .roles import role_name
 from .sql import table_query
 
 # Past this many remembered users the cache starts over rather than grow without end.
@@ -85,13 +85,15 @@ def user_changed_handler(service: str) -> Handler:
     return on_user_changed
 
 
-def handle_user_changed(worker: Worker, queue: str, service: str) -> None:
-    """Registers the handler; an event any role but the users service's sent (Postgres
-    stamps the sender) goes to the dead letters unapplied."""
+def handle_user_changed(worker: Worker, service: str) -> None:
+    """Registers the handler on the service's inbox. An event from any role but the one
+    its contract names (users; Postgres stamps the sender) is dead-lettered unapplied."""
+    (queue,) = (q for q, consumer in CONSUMERS.items() if consumer == service)
+    (sender,) = {c.sender for c in CONTRACTS if c.type == USER_CHANGED and c.queue == queue}
     worker.handle(
         queue,
         user_changed_handler(service),
         type=USER_CHANGED,
         transactional=True,
-        senders=(role_name("users"),),
+        senders={role_name(sender)},
     )

@@ -12,6 +12,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -22,7 +23,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcourier import Courier, Worker
 from services.shared.auth import Principal, SigningKey, token_issue
+from services.shared.contracts import contract
 from services.shared.database import role_url, shop_migrate
+from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
 
 # The tests' own key pair, fixed so that every process of a test run agrees on it.
@@ -132,3 +135,39 @@ async def run_service_worker(
         finally:
             worker.stop()
             await asyncio.wait_for(task, 30)
+
+
+class Acting:
+    """Sends through the admin's pool as `service`'s role: Postgres stamps what it sends
+    with that role, so the consumer takes it for that service's message."""
+
+    def __init__(self, bus: Courier, service: str) -> None:
+        self.bus = bus
+        self.role = role_name(service)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.bus.pool.connection() as conn:
+            await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self.role)))
+            yield conn
+
+    async def send(self, queue: str, payload: Any, **options: Any) -> int | None:
+        async with self.connection() as conn:
+            return await self.bus.send(queue, payload, conn=conn, **options)
+
+    async def publish(self, topic: str, payload: Any, **options: Any) -> list[str]:
+        async with self.connection() as conn:
+            return await self.bus.publish(topic, payload, conn=conn, **options)
+
+    async def execute(self, statement: str, params: Any = None) -> None:
+        async with self.connection() as conn:
+            await conn.execute(statement, params)
+
+
+def acting(bus: Courier, service: str) -> Acting:
+    return Acting(bus, service)
+
+
+def sender_of(kind: str) -> str:
+    """The service whose messages of `kind` the contracts accept."""
+    return contract(kind).sender

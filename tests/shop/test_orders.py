@@ -26,7 +26,7 @@ from services.shared import idempotency
 from services.shared.database import shop_migrate
 from services.shared.settings import ServiceSettings
 from tests.helpers import wait_until
-from tests.shop.conftest import run_service_worker, serve_app, token_for
+from tests.shop.conftest import acting, run_service_worker, sender_of, serve_app, token_for
 
 ALICE, BOB = "user-alice", "user-bob"
 PEN = "0b5f0b6e-7c44-4b8f-9a55-2f5d7d1e0a01"
@@ -66,7 +66,9 @@ class Shop:
 
     async def reply(self, type: str, payload: dict[str, Any]) -> None:
         """A reply as products or payments send it."""
-        await self.bus.send("orders_inbox", payload, type=type, ordering_key=payload["order_id"])
+        await acting(self.bus, sender_of(type)).send(
+            "orders_inbox", payload, type=type, ordering_key=payload["order_id"]
+        )
 
     async def place(self, user: str = ALICE, lines: list[Any] | None = None) -> str:
         body = {"lines": lines or [{"product_id": PEN, "quantity": 2}], "card_token": "tok_visa"}
@@ -113,7 +115,9 @@ async def shop(
     ):
         shop = Shop(client, bus, shop_url, settings)
         for product in CATALOGUE:
-            await bus.publish("product.created", product, ordering_key=product["product_id"])
+            await acting(bus, "products").publish(
+                "product.created", product, ordering_key=product["product_id"]
+            )
 
         async def copied() -> bool:
             rows = await shop.sql("SELECT count(*) FROM orders.product")
@@ -175,7 +179,7 @@ async def test_new_orders_use_the_latest_product_event_and_old_orders_keep_their
     shop: Shop,
 ) -> None:
     before = await shop.place(lines=[{"product_id": PEN, "quantity": 1}])
-    await shop.bus.publish(
+    await acting(shop.bus, "products").publish(
         "product.updated",
         {"product_id": PEN, "name": "Pen", "price_cents": 300, "active": True},
         ordering_key=PEN,
@@ -183,7 +187,7 @@ async def test_new_orders_use_the_latest_product_event_and_old_orders_keep_their
     # An event sent long ago and delivered late must not roll the price back.
     stale = {"product_id": PEN, "name": "Pen", "price_cents": 1, "active": True}
     headers = {"type": "product.updated", "sent_at": "2000-01-01T00:00:00+00:00"}
-    await shop.sql(
+    await acting(shop.bus, "products").execute(
         "SELECT pgmq.send('orders_inbox', %s::jsonb, %s::jsonb)",
         [json.dumps(stale), json.dumps(headers)],
     )
@@ -561,7 +565,7 @@ async def test_openapi_documents_the_key_and_the_503(shop: Shop) -> None:
 
 async def test_an_order_whose_total_payments_could_not_hold_is_422(shop: Shop) -> None:
     gold = str(uuid.uuid4())
-    await shop.bus.publish(
+    await acting(shop.bus, "products").publish(
         "product.created",
         {"product_id": gold, "name": "Gold", "price_cents": 100_000_000, "active": True},
         ordering_key=gold,
@@ -601,7 +605,7 @@ async def test_an_order_whose_total_payments_could_not_hold_is_422(shop: Shop) -
 async def test_a_malformed_message_is_dead_lettered_at_once_with_its_reason(
     shop: Shop, kind: str, payload: object, reason: str
 ) -> None:
-    await shop.bus.send("orders_inbox", payload, type=kind)
+    await acting(shop.bus, sender_of(kind)).send("orders_inbox", payload, type=kind)
     await shop.wait_idle()
     rows = await shop.sql(
         "SELECT headers ->> 'type', attempts, errors -> -1 ->> 'error' FROM pgcourier.dead_letter"
@@ -658,3 +662,40 @@ async def test_the_shops_default_step_timeout_passes_its_own_queues(server_url: 
                     psycopg.sql.Identifier(name)
                 )
             )
+
+
+# -- forgeries ----------------------------------------------------------------------
+
+
+async def test_a_payment_captured_forged_by_products_is_dead_lettered_and_confirms_nothing(
+    shop: Shop,
+) -> None:
+    order_id = await shop.place(lines=[{"product_id": INK, "quantity": 1}])
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_status(order_id, "awaiting_payment")
+    # products may send to orders_inbox (its stock replies), but not payment replies.
+    forged = {"order_id": order_id, "payment_id": str(uuid.uuid4()), "amount_cents": 1200}
+    await acting(shop.bus, "products").send(
+        "orders_inbox", forged, type="payment.captured", ordering_key=order_id
+    )
+    await shop.wait_idle()  # the payment step's timeout included: no real answer came
+    order = await shop.order(order_id)
+    assert order["status"] == "cancelled" and "timed out" in order["reason"]
+    [(sender, error)] = await shop.sql(
+        "SELECT sender, errors -> -1 ->> 'error' FROM pgcourier.dead_letter"
+    )
+    assert sender == "products_svc"
+    assert error.startswith("ForbiddenSenderError") and "payments_svc" in error
+
+
+async def test_a_price_forged_by_payments_is_dead_lettered_and_prices_stay(shop: Shop) -> None:
+    await acting(shop.bus, "payments").publish(
+        "product.updated",
+        {"product_id": PEN, "name": "Pen", "price_cents": 0, "active": True},
+        ordering_key=PEN,
+    )
+    await shop.wait_idle()
+    order_id = await shop.place(lines=[{"product_id": PEN, "quantity": 5}])
+    assert (await shop.order(order_id))["total_cents"] == 5 * 250
+    [(error,)] = await shop.sql("SELECT errors -> -1 ->> 'error' FROM pgcourier.dead_letter")
+    assert "not from 'payments_svc'" in error

@@ -22,7 +22,7 @@ from services.payments.handlers import setup
 from services.shared import contracts
 from services.shared.settings import ServiceSettings
 from tests.helpers import scalar, wait_until
-from tests.shop.conftest import run_service_worker, serve_app, token_for
+from tests.shop.conftest import acting, run_service_worker, serve_app, token_for
 
 ALICE = "user-alice"
 ADMIN = token_for("user-root", "admin")
@@ -64,7 +64,7 @@ async def charge(
     customer_id: str = ALICE,
     ordered: bool = True,
 ) -> None:
-    await bus.send(
+    await acting(bus, "orders").send(
         contracts.PAYMENTS_INBOX,
         {
             "order_id": order_id,
@@ -78,7 +78,7 @@ async def charge(
 
 
 async def refund(bus: Courier, order_id: str) -> None:
-    await bus.send(
+    await acting(bus, "orders").send(
         contracts.PAYMENTS_INBOX,
         {"order_id": order_id},
         type=contracts.PAYMENT_REFUND,
@@ -323,7 +323,9 @@ async def dead_letters(bus: Courier) -> list[tuple[str | None, int, str]]:
 async def test_malformed_charge_takes_no_payment_and_is_dead_lettered_at_once_with_its_reason(
     bus: Courier, worker: None, payload: Any, reason: str
 ) -> None:
-    await bus.send(contracts.PAYMENTS_INBOX, payload, type=contracts.PAYMENT_CHARGE)
+    await acting(bus, "orders").send(
+        contracts.PAYMENTS_INBOX, payload, type=contracts.PAYMENT_CHARGE
+    )
     await wait_until(lambda: _is_zero(bus, "SELECT count(*) FROM pgmq.q_payments_inbox"))
     [(kind, attempts, error)] = await dead_letters(bus)
     assert (kind, attempts) == (contracts.PAYMENT_CHARGE, 1)
@@ -333,7 +335,9 @@ async def test_malformed_charge_takes_no_payment_and_is_dead_lettered_at_once_wi
 
 
 async def test_malformed_refund_is_dead_lettered_at_once(bus: Courier, worker: None) -> None:
-    await bus.send(contracts.PAYMENTS_INBOX, {"order_id": 7}, type=contracts.PAYMENT_REFUND)
+    await acting(bus, "orders").send(
+        contracts.PAYMENTS_INBOX, {"order_id": 7}, type=contracts.PAYMENT_REFUND
+    )
     await wait_until(lambda: _is_zero(bus, "SELECT count(*) FROM pgmq.q_payments_inbox"))
     [(kind, attempts, error)] = await dead_letters(bus)
     assert (kind, attempts) == (contracts.PAYMENT_REFUND, 1)

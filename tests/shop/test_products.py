@@ -26,7 +26,7 @@ from services.shared.contracts import (
     STOCK_RESERVED,
 )
 from services.shared.settings import ServiceSettings
-from tests.shop.conftest import run_service_worker, serve_app, token_for
+from tests.shop.conftest import acting, run_service_worker, sender_of, serve_app, token_for
 
 ADMIN = token_for(str(uuid.uuid4()), "admin")
 CUSTOMER = token_for(str(uuid.uuid4()), "customer")
@@ -99,12 +99,12 @@ async def reservation(url: str, order_id: str) -> tuple[str, list] | None:
 async def place_order(courier: Courier, lines: list[dict[str, Any]]) -> str:
     order_id = str(uuid.uuid4())
     payload = {"order_id": order_id, "customer_id": str(uuid.uuid4()), "lines": lines}
-    await courier.publish(ORDER_PLACED, payload, ordering_key=order_id)
+    await acting(courier, "orders").publish(ORDER_PLACED, payload, ordering_key=order_id)
     return order_id
 
 
 async def release(courier: Courier, order_id: str) -> None:
-    await courier.send(
+    await acting(courier, "orders").send(
         PRODUCTS_INBOX, {"order_id": order_id}, type=STOCK_RELEASE, ordering_key=order_id
     )
 
@@ -522,7 +522,7 @@ async def test_release_before_the_order_leaves_a_tombstone_that_rejects_it(
 
     payload = {"order_id": order_id, "customer_id": str(uuid.uuid4())}
     payload["lines"] = [{"product_id": a, "quantity": 1}]
-    await bus.publish(ORDER_PLACED, payload, ordering_key=order_id)
+    await acting(bus, "orders").publish(ORDER_PLACED, payload, ordering_key=order_id)
     found = await reply(shop_url, order_id, 2)
     assert found[1] == (STOCK_REJECTED, {"order_id": order_id, "reason": "order cancelled"})
     assert await stock_of(shop_url, a) == 5
@@ -536,8 +536,8 @@ async def test_an_order_placed_twice_is_reserved_once(
     payload = {"order_id": order_id, "customer_id": str(uuid.uuid4())}
     payload["lines"] = [{"product_id": a, "quantity": 2}]
     # Two distinct messages (not a redelivery the inbox would catch) for one order.
-    await bus.publish(ORDER_PLACED, payload, ordering_key=order_id)
-    await bus.publish(ORDER_PLACED, payload, ordering_key=order_id)
+    await acting(bus, "orders").publish(ORDER_PLACED, payload, ordering_key=order_id)
+    await acting(bus, "orders").publish(ORDER_PLACED, payload, ordering_key=order_id)
     found = await reply(shop_url, order_id, 2)
     assert [type for type, _ in found] == [STOCK_RESERVED, STOCK_RESERVED]
     assert await stock_of(shop_url, a) == 3
@@ -555,7 +555,7 @@ async def test_concurrent_orders_never_oversell(
     for order_id in orders:
         payload = {"order_id": order_id, "customer_id": str(uuid.uuid4())}
         payload["lines"] = [{"product_id": a, "quantity": 1}]
-        await bus.publish(ORDER_PLACED, payload, ordering_key=order_id)
+        await acting(bus, "orders").publish(ORDER_PLACED, payload, ordering_key=order_id)
 
     # Two workers of concurrency 20 each, competing for one row.
     async with (
@@ -652,7 +652,7 @@ async def test_a_retried_stock_adjustment_with_its_key_adds_once(
 async def test_a_malformed_message_is_dead_lettered_at_once_with_its_reason(
     worker: Worker, bus: Courier, shop_url: str, kind: str, payload: Any
 ) -> None:
-    await bus.send(PRODUCTS_INBOX, payload, type=kind)
+    await acting(bus, sender_of(kind)).send(PRODUCTS_INBOX, payload, type=kind)
 
     async def dead() -> list[tuple[Any, ...]] | None:
         rows = await fetch(
