@@ -247,7 +247,7 @@ async def test_a_deleted_users_token_cannot_place_an_order_within_seconds(
 ) -> None:
     order = {"lines": [{"product_id": PEN, "quantity": 1}], "card_token": "tok_visa"}
     async with (
-        Courier(shop_url, pool_max_size=2) as bus,
+        Courier(role_url(shop_url, "products"), pool_max_size=2) as bus,
         serve_app(users_app(settings_for("users"))) as users,
         serve_app(orders_app(settings_for("orders"))) as orders,
         run_service_worker(settings_for("orders"), orders_setup),
