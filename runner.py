@@ -227,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     admin_email = os.environ.get("SHOP_ADMIN_EMAIL") or "admin@shop.example"
     admin_password = os.environ.get("SHOP_ADMIN_PASSWORD") or kept_admin_password()
     role_password = os.environ.get("SHOP_DB_PASSWORD") or None
-    # Above 1.5 x (lease + first retry backoff) of the saga's queues (5 s + 0.5 s): the
-    # orders service refuses a step timeout that a crashed worker's lease could outlast.
-    timeout_s = float(os.environ.get("SHOP_SAGA_STEP_TIMEOUT") or 10)
+    # At least 1.5 x 2 hops x (lease + first retry backoff) of the saga's queues
+    # (3 s + 0.5 s): the orders service refuses one a crashed worker's lease could outlast.
+    timeout_s = float(os.environ.get("SHOP_SAGA_STEP_TIMEOUT") or 15)
     supervisor = Supervisor(log_dir=ROOT / ".logs" if demo else None)
     try:
         with database(Settings.from_env()) as (url, bin_dir):

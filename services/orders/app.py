@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 from typing import Any
 
@@ -17,6 +18,8 @@ from services.shared import idempotency
 from services.shared.http import (
     Endpoint,
     HTTPError,
+    error_response,
+    int_query,
     not_found,
     path_uuid,
     principal,
@@ -46,6 +49,11 @@ LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
 MAX_ORDER_TOTAL_CENTS = 2**31 - 1
 
 
+class _TooManyOpen(Exception):
+    """Raised inside the placing transaction, so that it rolls back (the idempotency
+    key's claim with it), and answered outside it."""
+
+
 def _invalid(field: str, message: str) -> HTTPError:
     return HTTPError(422, "validation_error", message, field=field)
 
@@ -73,11 +81,41 @@ async def place_order(request: Request) -> Response:
     settings: ServiceSettings = request.app.state.settings
     courier: Courier = request.app.state.courier
     key = idempotency.RequestKey.of(request, body, caller=customer_id)
+    try:
+        return await _place(request, courier, key, lines, product_ids, customer_id, body)
+    except _TooManyOpen:
+        cap: int = request.app.state.max_open_orders
+        return error_response(
+            429,
+            "too_many_open_orders",
+            f"you have {cap} orders still being processed; wait for one to be confirmed"
+            " or cancelled before placing another",
+            # An open order moves on (or is cancelled) within a saga step timeout.
+            headers={"Retry-After": str(math.ceil(settings.saga_step_timeout_s))},
+        )
+
+
+async def _place(
+    request: Request,
+    courier: Courier,
+    key: idempotency.RequestKey,
+    lines: list[dict[str, Any]],
+    product_ids: list[str],
+    customer_id: str,
+    body: dict[str, Any],
+) -> Response:
+    settings: ServiceSettings = request.app.state.settings
     # One transaction: the order, its first event, order.placed, the stock timeout
     # and the idempotency key all exist or none does.
     async with courier.pool.connection() as conn, conn.transaction():
         if (first := await key.replay(conn)) is not None:
             return first
+        params = {"customer_id": customer_id}
+        await conn.execute(query("orders", "customer_lock"), params)
+        cur = await conn.execute(query("orders", "order_open_count"), params)
+        row = await cur.fetchone()
+        if row is not None and row[0] >= request.app.state.max_open_orders:
+            raise _TooManyOpen()
         cur = await conn.execute(
             query("orders", "product_select_active"), {"product_ids": product_ids}
         )
@@ -97,6 +135,7 @@ async def place_order(request: Request) -> Response:
             )
         cur = await conn.execute(
             query("orders", "order_insert"),
+            # Kept only until payment.charge carries it to payments (saga.apply).
             {"customer_id": customer_id, "total_cents": total, "card_token": body["card_token"]},
         )
         row = await cur.fetchone()
@@ -177,10 +216,9 @@ async def get_order(request: Request) -> Response:
 
 
 async def list_orders(request: Request) -> Response:
-    raw = request.query_params.get("limit", str(LIST_LIMIT_DEFAULT))
-    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise _invalid("limit", f"must be an integer from 1 to {LIST_LIMIT_MAX}")
+    limit = int_query(
+        request, "limit", default=LIST_LIMIT_DEFAULT, minimum=1, maximum=LIST_LIMIT_MAX
+    )
     async with request.app.state.courier.pool.connection() as conn:
         cur = await conn.execute(
             query("orders", "order_list_by_customer"),
@@ -222,4 +260,6 @@ def create_app(settings: ServiceSettings) -> Starlette:
         # This process schedules the stock step's timeout: refuse a too-short one.
         await saga.check_step_timeout(courier, settings.saga_step_timeout_s)
 
-    return service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)
+    app = service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)
+    app.state.max_open_orders = settings.max_open_orders
+    return app

@@ -14,11 +14,14 @@ And like a real provider it takes an idempotency key with each charge: a charge
 with a key seen before returns the first answer and charges nothing more (the same
 key with another amount or card is refused), so a retried handler cannot charge a
 card twice, whatever it lost in between.
+The ledger keeps no card token: a fingerprint (to tell the same card from another
+under one key) and its last four characters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -62,6 +65,12 @@ def decide(amount_cents: int, card_token: str) -> Answer | None:
     return Captured(f"fake_{secrets.token_hex(8)}")
 
 
+def card_fingerprint(card_token: str) -> str:
+    """What the ledger keeps of a card token instead of the token: enough to tell the same
+    card from another under one idempotency key, and nothing to charge a card with."""
+    return hashlib.sha256(card_token.encode()).hexdigest()
+
+
 def charge_key(order_id: str) -> str:
     """The idempotency key of an order's charge: one charge per order, ever, however
     often the command is redelivered or its handler's transaction is lost."""
@@ -89,7 +98,8 @@ class CardProvider:
             "idempotency_key": idempotency_key,
             "order_id": order_id,
             "amount_cents": amount_cents,
-            "card_token": card_token,
+            "card_fingerprint": card_fingerprint(card_token),
+            "card_last4": card_token[-4:],
             "outcome": "captured" if isinstance(answer, Captured) else "declined",
             "reason": answer.reason if isinstance(answer, Declined) else None,
             "provider_ref": answer.provider_ref if isinstance(answer, Captured) else None,
@@ -106,8 +116,12 @@ class CardProvider:
                 await self.close()
                 raise
         assert first is not None, "charges are never deleted"
-        order, amount, token, outcome, reason, provider_ref = first
-        if (str(order), amount, token) != (order_id, amount_cents, card_token):
+        order, amount, fingerprint, outcome, reason, provider_ref = first
+        if (str(order), amount, fingerprint) != (
+            order_id,
+            amount_cents,
+            card_fingerprint(card_token),
+        ):
             raise IdempotencyConflict(
                 f"idempotency key {idempotency_key!r} was used for another charge"
                 f" (order {order}, {amount} cents)"

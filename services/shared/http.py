@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,9 +27,18 @@ from .auth import AuthError, Principal, token_verify
 from .errors import HTTPError
 from .revocation import revocation_check
 from .settings import ServiceSettings
-from .validation import Schema, ValidationError
+from .validation import Schema, ValidationError, check_values, text_problem
 
-__all__ = ["Endpoint", "HTTPError", "not_found", "path_uuid", "principal", "read_json"]
+__all__ = [
+    "Endpoint",
+    "HTTPError",
+    "int_query",
+    "not_found",
+    "parse_json",
+    "path_uuid",
+    "principal",
+    "read_json",
+]
 
 log = logging.getLogger("services.http")
 
@@ -128,14 +139,77 @@ def principal(request: Request) -> Principal:
     return request.state.principal
 
 
+# Containers nested deeper than this are refused before parsing: the json module
+# recurses per level and a 20,000-deep body would end in RecursionError (a 500).
+MAX_JSON_DEPTH = 32
+# Decimal digits of the longest integer parse_json converts; longer is out of range of
+# every column anyway (a bigint has 19), and int() of thousands of digits is slow.
+_MAX_INT_DIGITS = 20
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the containers of a JSON text nest (brackets inside strings aside).
+    An unterminated string counts its brackets too: it is malformed either way."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _bounded_int(text: str) -> int | float:
+    # inf stands for "too large" until check_values names the field that holds it.
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        return math.inf
+    return int(text)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value with every string storable and every number in range.
+
+    HTTPError: 400 if not JSON; 422 if nested over MAX_JSON_DEPTH, or if a string holds
+    NUL or a lone surrogate, or a number is past a bigint (or NaN, Infinity, 1e400).
+    """
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise HTTPError(
+            422, "validation_error", f"nests deeper than {MAX_JSON_DEPTH} levels", field="body"
+        )
+    try:
+        data = json.loads(raw, parse_int=_bounded_int, parse_constant=lambda _: math.nan)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise HTTPError(400, "malformed_json", "request body is not valid JSON") from None
+    try:
+        check_values(data)
+    except ValidationError as exc:
+        raise HTTPError(422, "validation_error", exc.message, field=exc.field) from None
+    return data
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """application/json exactly, with or without parameters (; charset=utf-8); not
+    application/jsonx, application/json-seq or text/json."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 async def read_json(request: Request, schema: Schema) -> dict[str, Any]:
     """The validated body; 413 over the size limit, 415 if not JSON, 422 naming the field."""
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # Digits counted before int(): a 5,000-digit Content-Length is over any limit.
+    declared_over = (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > limit)
+    )
+    if declared_over:
         raise HTTPError(413, "body_too_large", f"request body is over {limit} bytes")
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("application/json"):
+    if not is_json_media_type(request.headers.get("content-type", "")):
         raise HTTPError(415, "unsupported_media_type", "send the body as application/json")
     chunks: list[bytes] = []
     size = 0
@@ -144,19 +218,57 @@ async def read_json(request: Request, schema: Schema) -> dict[str, Any]:
         if size > limit:
             raise HTTPError(413, "body_too_large", f"request body is over {limit} bytes")
         chunks.append(chunk)
-    try:
-        data = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPError(400, "malformed_json", "request body is not valid JSON") from None
+    data = parse_json(b"".join(chunks))
     try:
         return schema.validate(data)
     except ValidationError as exc:
         raise HTTPError(422, "validation_error", exc.message, field=exc.field) from None
 
 
+def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A numeric query parameter: ASCII digits only (not "²", which str.isdigit() takes
+    and int() refuses, nor "+1", " 1" or "1_000"), within minimum..maximum; else 422."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    digits = len(str(maximum))
+    if raw.isascii() and raw.isdigit() and len(raw) <= digits and minimum <= int(raw) <= maximum:
+        return int(raw)
+    raise HTTPError(
+        422, "validation_error", f"must be an integer from {minimum} to {maximum}", field=name
+    )
+
+
+def _check_request_text(request: Request) -> None:
+    """422 for a query string or path parameter that Postgres could not store or compare
+    (NUL, lone surrogates), before any handler passes it to a query."""
+    for name, value in request.query_params.multi_items():
+        for text in (name, value):
+            if (problem := text_problem(text)) is not None:
+                raise HTTPError(422, "validation_error", problem, field=_printable(name))
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and (problem := text_problem(value)) is not None:
+            raise HTTPError(422, "validation_error", problem, field=name)
+
+
+def _printable(name: str) -> str:
+    return name if text_problem(name) is None else "query"
+
+
+# Every endpoint's answer: tokens (login, refresh) and personal data (accounts, orders,
+# payments) must not be kept by a browser or a proxy; nothing here is worth caching.
+CACHE_CONTROL = "no-store"
+
+
 def _guard(endpoint: Endpoint) -> Handler:
     async def guarded(request: Request) -> Response:
+        response = await _answer(request)
+        response.headers.setdefault("Cache-Control", CACHE_CONTROL)
+        return response
+
+    async def _answer(request: Request) -> Response:
         try:
+            _check_request_text(request)
             if endpoint.access != "public":
                 header = request.headers.get("authorization", "")
                 scheme, _, token = header.partition(" ")

@@ -39,10 +39,14 @@ class ServiceSettings:
     # How long a service trusts what it read of a user's revocations: a demotion,
     # deletion or logout everywhere takes effect within this plus the event's delivery.
     revocation_cache_s: float = 1.0
-    saga_step_timeout_s: float = 10
+    saga_step_timeout_s: float = 15
     admin_email: str | None = None
     admin_password: str | None = None
     max_body_bytes: int = 64 * 1024
+    # Orders one customer may have in the saga (pending or awaiting payment) at once: each
+    # holds stock until it settles or times out, and a card that never answers holds it
+    # for two step timeouts, so without a cap one customer could keep a product sold out.
+    max_open_orders: int = 5
     # How long a request waits for a database connection before it is answered 503
     # (with Retry-After) rather than hanging while the database is unreachable.
     db_timeout_s: float = 5
@@ -65,7 +69,8 @@ class ServiceSettings:
             port=env_positive_int(env, "PORT", DEFAULT_PORTS[service]),
             token_ttl_s=env_positive(env, "SHOP_TOKEN_TTL", 300),
             refresh_ttl_s=env_positive(env, "SHOP_REFRESH_TTL", 30 * 24 * 3600),
-            saga_step_timeout_s=env_positive(env, "SHOP_SAGA_STEP_TIMEOUT", 10),
+            saga_step_timeout_s=env_positive(env, "SHOP_SAGA_STEP_TIMEOUT", 15),
+            max_open_orders=env_positive_int(env, "SHOP_MAX_OPEN_ORDERS", 5),
             admin_email=env.get("SHOP_ADMIN_EMAIL") or None,
             admin_password=env.get("SHOP_ADMIN_PASSWORD") or None,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,52 @@ class ValidationError(Exception):
 
 
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
+
+# What a request may carry at all, whatever its schema says: an integer past a bigint
+# is past every column of the shop.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def text_problem(text: str) -> str | None:
+    """Why Postgres would refuse the text (None: it would not).
+
+    text columns cannot hold NUL, and a lone surrogate (JSON may spell one as
+    "\\ud800") has no UTF-8 encoding: either would fail in the driver as a 500.
+    """
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def check_values(data: Any, path: str = "") -> None:
+    """Every string (keys too) storable and every number within a bigint; ValidationError
+    naming the first value that is not. (Nesting is bounded before parsing: see
+    services.shared.http.parse_json.)"""
+    where = path or "body"
+    if isinstance(data, str):
+        if (problem := text_problem(data)) is not None:
+            raise ValidationError(where, problem)
+    elif isinstance(data, int) and not isinstance(data, bool):
+        if not INT_MIN <= data <= INT_MAX:
+            raise ValidationError(where, "is too large a number")
+    elif isinstance(data, float):
+        # parse_json turns an integer too long to convert into inf, as json turns 1e400.
+        if data in (math.inf, -math.inf):
+            raise ValidationError(where, "is too large a number")
+        if math.isnan(data):
+            raise ValidationError(where, "must be a finite number")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if (problem := text_problem(key)) is not None:
+                raise ValidationError(where, f"has a key that {problem}")
+            check_values(value, _join(path, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            check_values(item, f"{where}[{i}]")
 
 
 @dataclass(frozen=True)

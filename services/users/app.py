@@ -18,6 +18,8 @@ from services.shared.auth import ROLES, Principal
 from services.shared.http import (
     Endpoint,
     HTTPError,
+    error_response,
+    int_query,
     not_found,
     path_uuid,
     principal,
@@ -28,7 +30,7 @@ from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 from services.shared.validation import Field, Schema
 
-from . import sessions
+from . import password_policy, sessions, throttle
 from .passwords import hash_password, looks_hashed, verify_password
 from .permissions import permissions_for
 
@@ -42,7 +44,12 @@ _LOGIN_FAILED = "wrong email or password"
 REGISTER = Schema(
     (
         Field("email", str, max_length=254),
-        Field("password", str, min_length=8, max_length=128),
+        Field(
+            "password",
+            str,
+            min_length=password_policy.MIN_LENGTH,
+            max_length=password_policy.MAX_LENGTH,
+        ),
     )
 )
 # No length rules at login: a wrong password gets the same 401 whatever its shape.
@@ -63,17 +70,6 @@ def _user(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise HTTPError(
-            422, "validation_error", f"must be an integer from {low} to {high}", field=name
-        )
-    return int(raw)
-
-
 async def _fetch_one(request: Request, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
     async with (
         request.app.state.courier.pool.connection() as conn,
@@ -92,6 +88,10 @@ async def register(request: Request) -> Response:
         raise HTTPError(
             422, "validation_error", "send the password itself, not a hash", field="password"
         )
+    try:
+        password_policy.check(body["password"], email=email)
+    except password_policy.WeakPassword as exc:
+        raise HTTPError(422, "weak_password", str(exc), field="password") from None
     key = idempotency.RequestKey.of(request, body)
     params = {"email": email, "password_hash": await hash_password(body["password"])}
     async with (
@@ -110,10 +110,23 @@ async def register(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     body = await read_json(request, LOGIN)
-    row = await _fetch_one(request, "account_by_email", {"email": normalise_email(body["email"])})
+    email = normalise_email(body["email"])
+    courier: Courier = request.app.state.courier
+    address = request.client.host if request.client is not None else "unknown"
+    try:
+        await throttle.begin(courier, email=email, address=address)
+    except throttle.Throttled as exc:
+        return error_response(
+            429,
+            "too_many_attempts",
+            f"{exc}; try again in {exc.retry_after_s} seconds",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    row = await _fetch_one(request, "account_by_email", {"email": email})
     stored = row["password_hash"] if row is not None else None
     if not await verify_password(stored, body["password"]) or row is None:
         raise HTTPError(401, "unauthorized", _LOGIN_FAILED)
+    await throttle.succeeded(courier, email=email)
     who = Principal(str(row["user_id"]), row["role"], row["token_version"])
     async with request.app.state.courier.pool.connection() as conn, conn.transaction():
         answer = await sessions.session_start(conn, request.app.state.settings, who)
@@ -135,8 +148,8 @@ async def me(request: Request) -> Response:
 
 async def user_list(request: Request) -> Response:
     params = {
-        "limit": _int_param(request, "limit", 100, 1, 500),
-        "offset": _int_param(request, "offset", 0, 0, 10**9),
+        "limit": int_query(request, "limit", default=100, minimum=1, maximum=500),
+        "offset": int_query(request, "offset", default=0, minimum=0, maximum=10**9),
     }
     async with (
         request.app.state.courier.pool.connection() as conn,

@@ -36,8 +36,8 @@ ADMIN_EMAIL = "admin@shop.test"
 ADMIN_PASSWORD = "admin-password-1"
 # Shorter leases and backoffs than the shop's, so that tests may use short saga step
 # timeouts (orders refuses a step timeout under 1.5 x (lease + first backoff)).
-TEST_LEASE_S = 1.0
-TEST_BACKOFF_S = 0.2
+TEST_LEASE_S = 0.5
+TEST_BACKOFF_S = 0.1
 TEST_STEP_TIMEOUT_S = 2.0
 
 

@@ -20,11 +20,13 @@ import pytest
 
 from runner import ShopKeys, kept_keys
 from services.demo import run_demo
+from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 SAGA_STEP_TIMEOUT = 3.0
+MAX_OPEN_ORDERS = ServiceSettings.__dataclass_fields__["max_open_orders"].default
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -194,7 +196,8 @@ def test_two_hundred_concurrent_orders_for_ten_units_never_oversell(shop: Runnin
     admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
     product_id = create_product(shop, admin, stock=10, price_cents=1500)
     wait_known_to_orders(shop, product_id)
-    customers = [shop.customer() for _ in range(4)]
+    # Each customer may have MAX_OPEN_ORDERS in the saga at once: 40 place 5 each.
+    customers = [shop.customer() for _ in range(200 // MAX_OPEN_ORDERS)]
     order_ids = asyncio.run(place_many(shop, customers, product_id, 200))
     final = wait_all_final(shop, admin, order_ids)
     confirmed = [o for o in final.values() if o["status"] == "confirmed"]
@@ -218,8 +221,8 @@ def test_workers_killed_mid_saga_and_restarted_finish_every_saga(shop: RunningSh
     admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
     product_id = create_product(shop, admin, stock=1000, price_cents=700)
     wait_known_to_orders(shop, product_id)
-    customer = shop.customer()
-    order_ids = asyncio.run(place_many(shop, [customer], product_id, 40))
+    customers = [shop.customer() for _ in range(40 // MAX_OPEN_ORDERS)]
+    order_ids = asyncio.run(place_many(shop, customers, product_id, 40))
     # Crash every worker while the sagas are in progress, then bring them back.
     for name in ("orders-worker-1", "products-worker-1", "payments-worker-1"):
         shop.supervisor.kill(name)
@@ -227,7 +230,7 @@ def test_workers_killed_mid_saga_and_restarted_finish_every_saga(shop: RunningSh
     for process in processes(replicas=1):
         if process.role == "worker":
             shop.supervisor.start(process, shop.env(process))
-    final = wait_all_final(shop, customer, order_ids, within_s=120)
+    final = wait_all_final(shop, admin, order_ids, within_s=120)
     confirmed = [o for o in final.values() if o["status"] == "confirmed"]
     cancelled = [o for o in final.values() if o["status"] == "cancelled"]
     assert confirmed, "no saga survived the crash"

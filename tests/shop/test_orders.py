@@ -627,13 +627,13 @@ async def test_a_step_timeout_a_crashed_workers_lease_could_eat_is_refused_at_st
         await bus.queue_create(
             "payments_inbox", visibility_timeout=5, max_attempts=10, backoff_base=0.5
         )
-        await saga.check_step_timeout(bus, 8.25)
+        await saga.check_step_timeout(bus, 16.5)  # 1.5 x 2 hops x (5 s + 0.5 s)
         with pytest.raises(ConfigurationError) as refused:
-            await saga.check_step_timeout(bus, 8)
+            await saga.check_step_timeout(bus, 16)
     message = str(refused.value)
-    assert "SHOP_SAGA_STEP_TIMEOUT=8s" in message and "payments_inbox" in message
-    assert "visibility timeout) is 5s" in message and "at least 8.25s" in message
-    short = dataclasses.replace(settings, saga_step_timeout_s=8)
+    assert "SHOP_SAGA_STEP_TIMEOUT=16s" in message and "payments_inbox" in message
+    assert "visibility timeout) is 5s" in message and "at least 16.5s" in message
+    short = dataclasses.replace(settings, saga_step_timeout_s=16)
     # Both the worker and the HTTP process (which schedule the timeouts) refuse.
     with pytest.raises(ConfigurationError):
         async with run_service_worker(short, setup):
@@ -654,7 +654,7 @@ async def test_the_shops_default_step_timeout_passes_its_own_queues(server_url: 
             default = ServiceSettings.__dataclass_fields__["saga_step_timeout_s"].default
             await saga.check_step_timeout(bus, default)
             settings = await bus.queue_settings("orders_inbox")
-            assert settings.visibility_timeout_s == 5
+            assert settings.visibility_timeout_s == 3
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(
@@ -699,3 +699,81 @@ async def test_a_price_forged_by_payments_is_dead_lettered_and_prices_stay(shop:
     assert (await shop.order(order_id))["total_cents"] == 5 * 250
     [(error,)] = await shop.sql("SELECT errors -> -1 ->> 'error' FROM pgcourier.dead_letter")
     assert "not from 'payments_svc'" in error
+
+
+# -- card tokens and the cap on open orders ---------------------------------------------
+
+
+async def card_token_of(shop: Shop, order_id: str) -> str | None:
+    rows = await shop.sql('SELECT card_token FROM orders."order" WHERE order_id = %s', [order_id])
+    return rows[0][0]
+
+
+async def test_the_card_token_leaves_orders_with_the_charge_command(shop: Shop) -> None:
+    order_id = await shop.place()
+    assert await card_token_of(shop, order_id) == "tok_visa"  # needed until the charge
+    await shop.reply("stock.reserved", {"order_id": order_id})
+    await shop.wait_sent("payments_inbox", "payment.charge", order_id)
+    [charge] = await shop.sent("payments_inbox", "payment.charge", order_id)
+    assert charge["card_token"] == "tok_visa"
+    # Erased in the transaction that sent the charge: no moment with both.
+    assert await card_token_of(shop, order_id) is None
+    await shop.reply("payment.captured", {"order_id": order_id, "payment_id": "p-1"})
+    await shop.wait_status(order_id, "confirmed")
+    assert await card_token_of(shop, order_id) is None
+
+
+@pytest.mark.parametrize("kind", ["stock.rejected", "timeout"])
+async def test_a_cancelled_order_keeps_no_card_token(shop: Shop, kind: str) -> None:
+    order_id = await shop.place()
+    if kind == "stock.rejected":
+        await shop.reply(kind, {"order_id": order_id, "reason": "sold out"})
+    await shop.wait_status(order_id, "cancelled")
+    assert await card_token_of(shop, order_id) is None
+
+
+async def test_no_order_past_pending_may_hold_a_card_token(shop: Shop) -> None:
+    order_id = await shop.place()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        await shop.sql(
+            "UPDATE orders.\"order\" SET status = 'awaiting_payment' WHERE order_id = %s",
+            [order_id],
+        )
+
+
+async def test_a_customer_with_five_orders_in_the_saga_is_refused_a_sixth(shop: Shop) -> None:
+    held = [await shop.place() for _ in range(5)]
+    body = {"lines": [{"product_id": PEN, "quantity": 1}], "card_token": "tok_timeout"}
+    refused = await shop.client.post("/orders", json=body, headers=token_for(ALICE))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"] == "too_many_open_orders"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert await order_count(shop) == 5
+    # Others are not held back by Alice's orders.
+    await shop.place(BOB)
+    # An order that leaves the saga frees a place.
+    await shop.reply("stock.rejected", {"order_id": held[0], "reason": "sold out"})
+    await shop.wait_status(held[0], "cancelled")
+    await shop.place()
+
+
+async def test_the_cap_on_open_orders_holds_under_parallel_placement(shop: Shop) -> None:
+    body = {"lines": [{"product_id": PEN, "quantity": 1}], "card_token": "tok_visa"}
+    answers = await asyncio.gather(
+        *(shop.client.post("/orders", json=body, headers=token_for(ALICE)) for _ in range(12))
+    )
+    assert sorted(r.status_code for r in answers) == [202] * 5 + [429] * 7
+    assert await order_count(shop) == 5
+
+
+async def test_a_retry_of_an_accepted_order_is_replayed_even_at_the_cap(shop: Shop) -> None:
+    first = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-cap"))
+    assert first.status_code == 202
+    for _ in range(4):
+        await shop.place()
+    again = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-cap"))
+    assert again.status_code == 202 and again.json() == first.json()
+    refused = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-new"))
+    assert refused.status_code == 429
+    # The refused request's key is not kept: once there is room, it places the order.
+    assert await shop.sql("SELECT count(*) FROM orders.idempotency_key") == [(1,)]

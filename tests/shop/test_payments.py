@@ -531,3 +531,42 @@ async def test_summary_counts_every_capture_and_every_refund(
 async def test_summary_of_no_payments_is_zero(client: httpx.AsyncClient) -> None:
     response = await client.get("/payments/summary", headers=ADMIN)
     assert response.json() == {"captured_cents": 0, "refunded_cents": 0, "net_cents": 0}
+
+
+async def test_provider_ledger_keeps_a_fingerprint_and_last_four_not_the_card_token(
+    bus: Courier, card_provider: provider.CardProvider
+) -> None:
+    order_id = new_order()
+    token = "tok_4242424242424242"
+    await card_provider.charge(
+        idempotency_key="f", order_id=order_id, amount_cents=900, card_token=token
+    )
+    async with bus.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT card_fingerprint, card_last4, c::text LIKE %s FROM card_provider.charge c",
+            [f"%{token}%"],
+        )
+        assert await cur.fetchall() == [(provider.card_fingerprint(token), "4242", False)]
+    # The fingerprint still tells another card under the same key from the first one.
+    with pytest.raises(provider.IdempotencyConflict):
+        await card_provider.charge(
+            idempotency_key="f", order_id=order_id, amount_cents=900, card_token="tok_other"
+        )
+
+
+@pytest.mark.usefixtures("worker")
+async def test_no_payments_table_holds_the_card_token_after_settlement(bus: Courier) -> None:
+    captured, declined = new_order(), new_order()
+    await charge(bus, captured, card_token="tok_secret_visa")
+    await charge(bus, declined, card_token="tok_decline")
+
+    async def settled() -> bool:
+        settled = "SELECT count(*) FROM payments.payment WHERE status <> 'pending'"
+        return await scalar(bus, settled) == 2
+
+    await wait_until(settled, within=10, interval=0.05)
+    for leaked in (
+        "SELECT count(*) FROM payments.payment t WHERE t::text ~ 'tok_(secret_visa|decline)'",
+        "SELECT count(*) FROM card_provider.charge t WHERE t::text ~ 'tok_(secret_visa|decline)'",
+    ):
+        assert await scalar(bus, leaked) == 0, leaked

@@ -426,3 +426,149 @@ async def test_a_retried_registration_with_its_key_returns_the_first_answer(
             "SELECT request_hash, body::text FROM users.idempotency_key"
         ).fetchall()
     assert len(stored) == 1 and PASSWORD not in stored[0][1]
+
+
+# -- password policy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "says"),
+    [
+        ("password", "at least 10"),
+        ("12345678", "at least 10"),
+        ("1234567890", "common"),
+        ("QwertyUiop", "common"),  # the list is compared without case
+        ("password1234", "common"),
+        ("x" * 257, "at most 256"),
+        ("Pat@Example.com", "email"),
+        ("pat@example.com", "email"),
+    ],
+)
+async def test_a_weak_password_is_refused_at_registration_and_creates_nothing(
+    client: httpx.AsyncClient, shop_url: str, password: str, says: str
+) -> None:
+    response = await client.post(
+        "/users/register", json={"email": "pat@example.com", "password": password}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "password"
+    assert says in response.json()["message"]
+    assert password not in response.json()["message"]  # nor is it repeated back
+    assert [email for email, _, _ in accounts(shop_url)] == [ADMIN_EMAIL]
+
+
+async def test_a_long_uncommon_password_is_accepted(client: httpx.AsyncClient) -> None:
+    await register(client, "quinn@example.com", "x" * 256)
+    await login(client, "quinn@example.com", "x" * 256)
+
+
+def test_the_common_password_list_is_the_shipped_twenty_thousand() -> None:
+    from services.users import password_policy
+
+    common = password_policy.common_passwords()
+    assert len(common) > 19_000
+    assert {"password", "123456", "qwertyuiop"} <= common
+    assert all(p == p.lower() for p in common)
+
+
+# -- login throttling -----------------------------------------------------------------
+
+
+async def fail_login(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post("/users/login", json={"email": email, "password": "wrong guess!"})
+
+
+async def test_the_sixth_failed_login_within_the_window_is_429_even_with_the_right_password(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ivy@example.com")
+    for _ in range(5):
+        assert (await fail_login(client, "ivy@example.com")).status_code == 401
+    refused = await client.post(
+        "/users/login", json={"email": "ivy@example.com", "password": PASSWORD}
+    )
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"] == "too_many_attempts"
+    assert 850 <= int(refused.headers["Retry-After"]) <= 900
+    # Another account from the same address is not locked out by Ivy's.
+    await register(client, "jay@example.com")
+    await login(client, "jay@example.com")
+
+
+async def test_an_unknown_account_is_throttled_like_a_real_one(client: httpx.AsyncClient) -> None:
+    for _ in range(5):
+        assert (await fail_login(client, "nobody@example.com")).status_code == 401
+    assert (await fail_login(client, "nobody@example.com")).status_code == 429
+
+
+async def test_a_successful_login_clears_the_accounts_failures(client: httpx.AsyncClient) -> None:
+    await register(client, "kai@example.com")
+    for _ in range(4):
+        await fail_login(client, "kai@example.com")
+    await login(client, "kai@example.com")
+    for _ in range(5):
+        assert (await fail_login(client, "kai@example.com")).status_code == 401
+
+
+async def test_failures_older_than_the_window_no_longer_count(
+    client: httpx.AsyncClient, shop_url: str
+) -> None:
+    await register(client, "lou@example.com")
+    for _ in range(5):
+        await fail_login(client, "lou@example.com")
+    assert (await fail_login(client, "lou@example.com")).status_code == 429
+    with psycopg.connect(shop_url, autocommit=True) as conn:
+        conn.execute("UPDATE users.login_attempt SET at = at - interval '15 minutes 1 second'")
+    await login(client, "lou@example.com")
+
+
+async def test_one_address_is_throttled_across_accounts_and_others_are_not(
+    settings_for: Callable[[str], ServiceSettings],
+) -> None:
+    app = create_app(settings_for("users"))
+    async with serve_app(app) as first:
+        await register(first, "mo@example.com")
+        for i in range(20):
+            assert (await fail_login(first, f"guess-{i}@example.com")).status_code == 401
+        refused = await first.post(
+            "/users/login", json={"email": "mo@example.com", "password": PASSWORD}
+        )
+        assert refused.status_code == 429 and "address" in refused.json()["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        # The same account from another address logs in.
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as other:
+            await login(other, "mo@example.com")
+
+
+async def test_failures_count_across_users_processes_and_parallel_guesses(
+    settings_for: Callable[[str], ServiceSettings],
+) -> None:
+    async with (
+        serve_app(create_app(settings_for("users"))) as one,
+        serve_app(create_app(settings_for("users"))) as two,
+    ):
+        await register(one, "nia@example.com")
+        answers = await asyncio.gather(*(fail_login(c, "nia@example.com") for c in [one, two] * 8))
+        statuses = [r.status_code for r in answers]
+        assert set(statuses) <= {401, 429}, statuses
+        # Then one at a time, alternating processes, until refused: of all these guesses
+        # at most five were checked (a refused one does not count as a failure).
+        for i in range(6):
+            answer = await fail_login([one, two][i % 2], "nia@example.com")
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                break
+        assert statuses[-1] == 429 and statuses.count(401) == 5, statuses
+
+
+async def test_token_responses_are_not_to_be_stored(client: httpx.AsyncClient) -> None:
+    body = {"email": "oz@example.com", "password": PASSWORD}
+    registered = await client.post("/users/register", json=body)
+    assert registered.headers["Cache-Control"] == "no-store"
+    logged_in = await client.post("/users/login", json=body)
+    assert logged_in.status_code == 200 and logged_in.headers["Cache-Control"] == "no-store"
+    me = await client.get(
+        "/users/me", headers={"Authorization": f"Bearer {logged_in.json()['token']}"}
+    )
+    assert me.headers["Cache-Control"] == "no-store"

@@ -1,6 +1,7 @@
 -- Moves an order on only from the status the caller saw: a stale or repeated step
--- updates nothing.
+-- updates nothing. Every transition leaves pending, after which the card token is no
+-- longer needed: the charge, if any, is sent in this same transaction.
 UPDATE orders."order"
-SET status = %(to_status)s, reason = %(reason)s, updated_at = now()
+SET status = %(to_status)s, reason = %(reason)s, card_token = NULL, updated_at = now()
 WHERE order_id = %(order_id)s AND status = %(from_status)s
 RETURNING order_id

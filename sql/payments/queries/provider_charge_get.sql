@@ -1,3 +1,3 @@
-SELECT order_id, amount_cents, card_token, outcome, reason, provider_ref
+SELECT order_id, amount_cents, card_fingerprint, outcome, reason, provider_ref
 FROM card_provider.charge
 WHERE idempotency_key = %(idempotency_key)s

@@ -1,14 +1,16 @@
--- What became of the orders, for the report.
+-- What became of the orders, for the report; each order's card is the one its client
+-- sent (orders keeps no card token past pending).
 SELECT count(*),
        count(*) FILTER (WHERE status = 'confirmed'),
        count(*) FILTER (WHERE status = 'cancelled' AND reason LIKE 'out of stock%'),
        count(*) FILTER (WHERE status = 'cancelled' AND reason LIKE 'payment declined%'),
        count(*) FILTER (WHERE status = 'cancelled' AND reason LIKE 'timed out%'
-                        AND card_token = 'tok_timeout'),
+                        AND p.card = 'tok_timeout'),
        count(*) FILTER (WHERE status = 'cancelled' AND reason LIKE 'timed out%'
-                        AND card_token <> 'tok_timeout'),
+                        AND p.card IS DISTINCT FROM 'tok_timeout'),
        count(*) FILTER (WHERE status NOT IN ('confirmed', 'cancelled')),
        (SELECT coalesce(sum(amount_cents) FILTER (WHERE status IN ('captured', 'refunded')), 0)
         FROM payments.payment),
        (SELECT coalesce(sum(refunded_cents), 0) FROM payments.payment)
-FROM orders."order"
+FROM orders."order" o
+LEFT JOIN chaos.placed p USING (order_id)
