@@ -19,7 +19,7 @@ CREATE TABLE users.refresh_token (
 CREATE INDEX refresh_token_user ON users.refresh_token (user_id);
 CREATE INDEX refresh_token_family ON users.refresh_token (family_id);
 
--- The same table every service keeps (see sql/products/migrations/0003): users writes
+-- The same table every service keeps (see sql/products/migrations/0004): users writes
 -- its own in the transaction of the change, the others from user.changed.
 CREATE TABLE users.token_revocation (
     user_id     text PRIMARY KEY,
