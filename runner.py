@@ -8,6 +8,9 @@ python runner.py [up] [--replicas N]   Postgres (embedded unless DATABASE_URL is
 python runner.py demo                  the same, then a scripted scenario through the
                                        HTTP APIs; exits 0 only if every outcome is right.
 python runner.py migrate               migrations only (compose.yaml runs this).
+python runner.py keys                  creates the token keys and service secrets
+                                       (once, in .shop-keys/) and prints the public
+                                       keys, for compose.yaml's SHOP_TOKEN_PUBLIC_KEYS.
 python runner.py psql                  psql on the database.
 """
 
@@ -24,7 +27,9 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -33,6 +38,7 @@ from pgcourier.courier import Courier
 from pgcourier.errors import PgCourierError
 from pgcourier.settings import Settings
 from services.demo import DemoFailed, run_demo
+from services.shared.auth import SigningKey, public_key_text, public_keys_parse
 from services.shared.database import shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
@@ -43,6 +49,7 @@ ROOT = Path(__file__).resolve().parent
 ADMIN_PASSWORD_FILE = ROOT / ".shop-admin-password"
 # The service roles' generated database passwords (the embedded server), one file each.
 SECRETS_DIR = ROOT / ".shop-secrets"
+KEYS_DIR = ROOT / ".shop-keys"
 # What stops a start or a running shop with a message (and exit code 1).
 FAILURES = (PgCourierError, DemoFailed, RuntimeError, TimeoutError)
 
@@ -119,6 +126,56 @@ def shown_url(url: str) -> str:
     if "password" not in conninfo_to_dict(url):
         return url
     return make_conninfo(url, password="***")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Created 0600 from the start: never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ShopKeys:
+    signing_key_file: Path
+    public_keys: str  # every accepted key, comma-separated (SHOP_TOKEN_PUBLIC_KEYS)
+    service_secret_files: dict[str, str]
+
+    def settings(self) -> dict[str, Any]:
+        """services.topology.process_env's key arguments."""
+        return {
+            "token_public_keys": self.public_keys,
+            "token_private_key_file": str(self.signing_key_file),
+            "service_secret_files": self.service_secret_files,
+        }
+
+
+def kept_keys(directory: Path = KEYS_DIR) -> ShopKeys:
+    """The token keys and each service's secret, generated on the first start and kept.
+
+    token-signing.pem: the users service's private key (0600). token-public-keys: the
+    public keys every service accepts, one a line; the signing key's is added when
+    missing. To rotate, remove token-signing.pem and restart: a new key signs, the old
+    one's public key still verifies until its line is deleted (after the tokens it
+    signed have expired, SHOP_TOKEN_TTL). <service>.secret: each service's own secret.
+    """
+    directory.mkdir(mode=0o700, exist_ok=True)
+    signing_file = directory / "token-signing.pem"
+    if not signing_file.exists():
+        _write_private(signing_file, SigningKey.generate().pem())
+    signing_key = SigningKey.from_file(signing_file)
+    public_file = directory / "token-public-keys"
+    lines = public_file.read_text().split() if public_file.exists() else []
+    if signing_key.kid not in public_keys_parse(" ".join(lines)):
+        lines.append(public_key_text(signing_key.public_key))
+        public_file.write_text("".join(f"{line}\n" for line in lines))
+    secret_files = {}
+    for service in SERVICES:
+        path = directory / f"{service}.secret"
+        if not path.exists():
+            _write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+        secret_files[service] = str(path)
+    return ShopKeys(signing_file, ",".join(lines), secret_files)
 
 
 @contextlib.contextmanager
@@ -204,7 +261,7 @@ def wait_for_ctrl_c(supervisor: Supervisor, *, poll_s: float = 0.2) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", nargs="?", default="up", choices=["up", "demo", "migrate", "psql"]
+        "command", nargs="?", default="up", choices=["up", "demo", "migrate", "psql", "keys"]
     )
     parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
     parser.add_argument(
@@ -228,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {reason}", file=sys.stderr, flush=True)
         if taken:
             return 1
-    jwt_secret = os.environ.get("SHOP_JWT_SECRET") or secrets.token_urlsafe(32)
+    keys_dir = Path(os.environ.get("SHOP_KEYS_DIR") or KEYS_DIR)
+    if args.command == "keys":
+        print(kept_keys(keys_dir).public_keys)
+        return 0
     admin_email = os.environ.get("SHOP_ADMIN_EMAIL") or "admin@shop.example"
     # Only `up` and `demo` start the users service, which creates the admin.
     admin_password, admin_note = admin_credentials() if args.command in ("up", "demo") else ("", "")
@@ -247,12 +307,13 @@ def main(argv: list[str] | None = None) -> int:
             print("migrations applied:", ", ".join(applied) if applied else "none (up to date)")
             if args.command == "migrate":
                 return 0
+            keys = kept_keys(keys_dir)
             try:
                 for process in processes(replicas=args.replicas):
                     env = process_env(
                         process,
                         url,
-                        jwt_secret=jwt_secret,
+                        **keys.settings(),
                         saga_step_timeout_s=timeout_s,
                         admin_email=admin_email,
                         admin_password=admin_password,

@@ -49,12 +49,12 @@ from harness import ROOT, bench_database, log, rate, setting
 
 sys.path.insert(0, str(ROOT))  # the services package lives at the repository root
 
+from runner import kept_keys
 from services.shared.database import new_role_passwords, shop_migrate
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
 SHOP_DB = f"pgcourier_shopbench_{os.getpid()}"
-JWT_SECRET = "bench-secret-" + "x" * 32
 ADMIN_EMAIL = "admin@shop.bench"
 ADMIN_PASSWORD = "admin-password-1"
 CUSTOMER_PASSWORD = "password-123"
@@ -103,12 +103,13 @@ def running_shop(admin_url: str, replicas: int, step_timeout_s: float) -> Iterat
             Supervisor(log_dir=Path(tmp) / "logs"),
             Path(tmp) / "logs",
         )
+        keys = kept_keys(Path(tmp) / "keys")
         try:
             for process in processes(replicas=replicas):
                 env = process_env(
                     process,
                     admin_url,
-                    jwt_secret=JWT_SECRET,
+                    **keys.settings(),
                     saga_step_timeout_s=step_timeout_s,
                     admin_email=ADMIN_EMAIL,
                     admin_password=ADMIN_PASSWORD,

@@ -16,8 +16,10 @@ from .shared.settings import DEFAULT_PORTS, SERVICES
 WORKER_SERVICES = ("products", "orders", "payments")
 
 # The settings every service reads (services/shared/settings.py), besides DATABASE_URL.
-SHARED_SETTINGS = ("SHOP_JWT_SECRET", "SHOP_SAGA_STEP_TIMEOUT")
-USERS_SETTINGS = ("SHOP_ADMIN_EMAIL", "SHOP_ADMIN_PASSWORD")
+# SHOP_SERVICE_SECRET_FILE names each service's own secret; only users gets the file of
+# the private key that signs tokens, every service the public keys that verify them.
+SHARED_SETTINGS = ("SHOP_TOKEN_PUBLIC_KEYS", "SHOP_SERVICE_SECRET_FILE", "SHOP_SAGA_STEP_TIMEOUT")
+USERS_SETTINGS = ("SHOP_TOKEN_PRIVATE_KEY_FILE", "SHOP_ADMIN_EMAIL", "SHOP_ADMIN_PASSWORD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,9 @@ def process_env(
     process: ServiceProcess,
     admin_url: str,
     *,
-    jwt_secret: str,
+    token_public_keys: str,
+    token_private_key_file: str,
+    service_secret_files: Mapping[str, str],
     saga_step_timeout_s: float,
     admin_email: str,
     admin_password: str,
@@ -70,12 +74,14 @@ def process_env(
     env = {
         "DATABASE_URL": role_url(admin_url, process.service, password),
         "PORT": str((ports or DEFAULT_PORTS)[process.service]),
-        "SHOP_JWT_SECRET": jwt_secret,
+        "SHOP_TOKEN_PUBLIC_KEYS": token_public_keys,
+        "SHOP_SERVICE_SECRET_FILE": service_secret_files[process.service],
         "SHOP_SAGA_STEP_TIMEOUT": str(saga_step_timeout_s),
         # Names the replica in its log lines (services/shared/process.py).
         "SHOP_INSTANCE": process.instance,
     }
     if process.service == "users":
+        env["SHOP_TOKEN_PRIVATE_KEY_FILE"] = token_private_key_file
         env["SHOP_ADMIN_EMAIL"] = admin_email
         env["SHOP_ADMIN_PASSWORD"] = admin_password
     return env

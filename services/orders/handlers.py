@@ -10,6 +10,7 @@ from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts as c
 from services.shared.bus import receive
 from services.shared.contracts import InvalidPayload
+from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -93,5 +94,6 @@ def setup(worker: Worker, settings: ServiceSettings) -> None:
     saga.check_step_timeout_blocking(settings.database_url, settings.saga_step_timeout_s)
     for topic in (c.PRODUCT_CREATED, c.PRODUCT_UPDATED):
         receive(worker, topic, on_product)
+    handle_user_changed(worker, "orders")
     for kind in SAGA_MESSAGES:
         receive(worker, kind, saga_handler(kind, settings.saga_step_timeout_s))

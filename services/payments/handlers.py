@@ -17,6 +17,7 @@ from pgcourier import Context, Handler, Message, Worker
 from services.shared import contracts
 from services.shared.bus import receive
 from services.shared.contracts import InvalidPayload
+from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -171,3 +172,4 @@ def setup(
     on_charge = charge_handler(card_provider)
     receive(worker, contracts.PAYMENT_CHARGE, on_charge)
     receive(worker, contracts.PAYMENT_REFUND, on_refund)
+    handle_user_changed(worker, "payments")

@@ -25,6 +25,7 @@ from services.shared.contracts import (
     STOCK_RESERVED,
     InvalidPayload,
 )
+from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -162,3 +163,4 @@ async def on_stock_release(message: Message, ctx: Context) -> None:
 def setup(worker: Worker, settings: ServiceSettings) -> None:
     receive(worker, ORDER_PLACED, on_order_placed)
     receive(worker, STOCK_RELEASE, on_stock_release)
+    handle_user_changed(worker, "products")

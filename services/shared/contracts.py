@@ -11,6 +11,8 @@ handled one at a time and in order.
     orders     -- stock.release / payment.refund --------> products_inbox / payments_inbox
     orders     -- saga.timeout (delayed, to itself) -----> orders_inbox
     products   -- publish product.created|updated -------> orders_inbox (topic)
+    users      -- publish user.changed ------------------> products_, orders_, payments_inbox
+                                                            (topic)
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ PAYMENTS_INBOX = "payments_inbox"
 ORDER_PLACED = "order.placed"  # {order_id, customer_id, lines: [{product_id, quantity}]}
 PRODUCT_CREATED = "product.created"  # {product_id, name, price_cents, active}
 PRODUCT_UPDATED = "product.updated"  # same shape
+# A role change, deletion or logout everywhere: tokens of the user below token_version
+# (all of them if deleted) are refused from now on. {user_id, token_version, deleted}
+USER_CHANGED = "user.changed"
 
 # Commands and replies (sent to a queue, type in the envelope).
 STOCK_RESERVED = "stock.reserved"  # {order_id}
@@ -79,13 +84,22 @@ CONTRACTS: tuple[Contract, ...] = (
         "{order_id, customer_id, amount_cents, card_token}",
     ),
     Contract(PAYMENT_REFUND, PAYMENTS_INBOX, "orders", "{order_id}"),
+    # One event, a copy in every inbox of a service that checks tokens.
+    *(
+        Contract(USER_CHANGED, inbox, "users", "{user_id, token_version, deleted}")
+        for inbox in (PRODUCTS_INBOX, ORDERS_INBOX, PAYMENTS_INBOX)
+    ),
 )
 
 # Who consumes each queue: the only role that may read it.
 CONSUMERS = {ORDERS_INBOX: "orders", PRODUCTS_INBOX: "products", PAYMENTS_INBOX: "payments"}
 
 # Topic bindings (sql/shop/migrations): a published event reaches these queues.
-TOPIC_BINDINGS = {ORDER_PLACED: PRODUCTS_INBOX, "product.*": ORDERS_INBOX}
+TOPIC_BINDINGS = (
+    (ORDER_PLACED, PRODUCTS_INBOX),
+    ("product.*", ORDERS_INBOX),
+    *((USER_CHANGED, inbox) for inbox in (PRODUCTS_INBOX, ORDERS_INBOX, PAYMENTS_INBOX)),
+)
 
 
 def contract(kind: str) -> Contract:

@@ -25,6 +25,7 @@ from pgcourier import Admin, Courier, DatabaseError
 from . import idempotency
 from .auth import AuthError, Principal, token_verify
 from .errors import HTTPError
+from .revocation import revocation_check
 from .settings import ServiceSettings
 from .validation import Schema, ValidationError, check_values, text_problem
 
@@ -274,7 +275,8 @@ def _guard(endpoint: Endpoint) -> Handler:
                 if scheme.lower() != "bearer" or not token:
                     raise HTTPError(401, "unauthorized", "a bearer token is required")
                 try:
-                    who = token_verify(token, secret=request.app.state.settings.jwt_secret)
+                    who = token_verify(token, keys=request.app.state.settings.token_keys)
+                    await revocation_check(request.app, who)
                 except AuthError as exc:
                     raise HTTPError(401, "unauthorized", f"invalid token: {exc}") from None
                 if endpoint.access == "admin" and not who.is_admin:

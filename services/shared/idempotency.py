@@ -93,7 +93,7 @@ class RequestKey:
         # Keyed with a server secret: bodies carry passwords, and a plain hash of
         # one could be guessed offline by whoever reads the table.
         fingerprint = hmac.new(
-            settings.jwt_secret.encode(),
+            settings.service_secret.encode(),
             json.dumps(
                 [request.method, request.url.path, body], sort_keys=True, separators=(",", ":")
             ).encode(),

@@ -12,9 +12,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from pgcourier import Courier
+from pgcourier import ConfigurationError, Courier
 from services.shared import idempotency
-from services.shared.auth import ROLES, Principal, token_issue
+from services.shared.auth import ROLES, Principal
 from services.shared.http import (
     Endpoint,
     HTTPError,
@@ -30,7 +30,7 @@ from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 from services.shared.validation import Field, Schema
 
-from . import password_policy, throttle
+from . import password_policy, sessions, throttle
 from .passwords import hash_password, looks_hashed, verify_password
 from .permissions import permissions_for
 
@@ -127,15 +127,10 @@ async def login(request: Request) -> Response:
     if not await verify_password(stored, body["password"]) or row is None:
         raise HTTPError(401, "unauthorized", _LOGIN_FAILED)
     await throttle.succeeded(courier, email=email)
-    settings: ServiceSettings = request.app.state.settings
-    token = token_issue(
-        Principal(str(row["user_id"]), row["role"]),
-        secret=settings.jwt_secret,
-        ttl_s=settings.token_ttl_s,
-    )
-    return JSONResponse(
-        {"token": token, "token_type": "bearer", "expires_in": int(settings.token_ttl_s)}
-    )
+    who = Principal(str(row["user_id"]), row["role"], row["token_version"])
+    async with request.app.state.courier.pool.connection() as conn, conn.transaction():
+        answer = await sessions.session_start(conn, request.app.state.settings, who)
+    return sessions.token_response(answer)
 
 
 async def me(request: Request) -> Response:
@@ -180,8 +175,10 @@ async def user_get(request: Request) -> Response:
 async def user_role_set(request: Request) -> Response:
     user_id = path_uuid(request, "user_id", "user")
     body = await read_json(request, ROLE)
+    courier: Courier = request.app.state.courier
     async with (
-        request.app.state.courier.pool.connection() as conn,
+        courier.pool.connection() as conn,
+        conn.transaction(),
         conn.cursor(row_factory=dict_row) as cur,
     ):
         params = {"user_id": user_id, "role": body["role"]}
@@ -192,7 +189,29 @@ async def user_role_set(request: Request) -> Response:
             if await cur.fetchone() is None:
                 raise not_found("user")
             raise HTTPError(409, "conflict", "cannot demote the last admin")
+        # Tokens issued with the old role are refused everywhere; a refresh gets the new.
+        await sessions.user_changed(
+            courier, conn, user_id=str(user_id), token_version=row["token_version"]
+        )
     return JSONResponse(_user(row))
+
+
+async def user_delete(request: Request) -> Response:
+    user_id = path_uuid(request, "user_id", "user")
+    courier: Courier = request.app.state.courier
+    async with courier.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(query("users", "account_delete"), {"user_id": user_id})
+        row = await cur.fetchone()
+        if row is None:
+            cur = await conn.execute(query("users", "account_get"), {"user_id": user_id})
+            if await cur.fetchone() is None:
+                raise not_found("user")
+            raise HTTPError(409, "conflict", "cannot delete the last admin")
+        # Its refresh tokens went with it; its access tokens are refused everywhere.
+        await sessions.user_changed(
+            courier, conn, user_id=str(user_id), token_version=row[1] + 1, deleted=True
+        )
+    return Response(status_code=204)
 
 
 async def admin_ensure(courier: Courier, settings: ServiceSettings) -> None:
@@ -237,9 +256,26 @@ def create_app(settings: ServiceSettings) -> Starlette:
             "POST",
             "/users/login",
             login,
-            "Exchange email and password for a token",
+            "Exchange email and password for an access token and a refresh token",
             access="public",
             body=LOGIN,
+        ),
+        Endpoint(
+            "POST",
+            "/users/refresh",
+            sessions.refresh,
+            "Exchange a refresh token for a new access token and refresh token",
+            access="public",
+            body=sessions.REFRESH,
+        ),
+        Endpoint(
+            "POST",
+            "/users/logout",
+            sessions.logout,
+            "Revoke a refresh token (everywhere: every session and access token)",
+            access="public",
+            body=sessions.LOGOUT,
+            success=204,
         ),
         Endpoint("GET", "/users/me", me, "The caller's account and permissions"),
         Endpoint("GET", "/users", user_list, "All accounts (limit, offset)", access="admin"),
@@ -252,7 +288,17 @@ def create_app(settings: ServiceSettings) -> Starlette:
             access="admin",
             body=ROLE,
         ),
+        Endpoint(
+            "DELETE",
+            "/users/{user_id}",
+            user_delete,
+            "Delete an account",
+            access="admin",
+            success=204,
+        ),
     ]
+    if settings.signing_key is None:
+        raise ConfigurationError("the users service needs its token signing key")
 
     async def startup(courier: Courier) -> None:
         await admin_ensure(courier, settings)

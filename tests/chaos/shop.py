@@ -22,12 +22,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from runner import kept_keys
 from services.shared.database import new_role_passwords, shop_migrate
 from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
 
-JWT_SECRET = "chaos-secret-" + "x" * 32
 ADMIN_EMAIL = "admin@shop.chaos"
 ADMIN_PASSWORD = "admin-password-1"
 CUSTOMER_PASSWORD = "password-123"
@@ -90,7 +90,7 @@ class RunningShop:
         env = process_env(
             process,
             self.admin_url,
-            jwt_secret=JWT_SECRET,
+            **kept_keys(self.log_dir / "keys").settings(),
             saga_step_timeout_s=self.step_timeout_s,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,

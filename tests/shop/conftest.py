@@ -17,17 +17,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcourier import Courier, Worker
-from services.shared.auth import Principal, token_issue
+from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.contracts import contract
 from services.shared.database import role_url, shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
 
-JWT_SECRET = "test-secret-" + "x" * 32
+# The tests' own key pair, fixed so that every process of a test run agrees on it.
+TEST_SIGNING_KEY = SigningKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+TEST_PUBLIC_KEYS = {TEST_SIGNING_KEY.kid: TEST_SIGNING_KEY.public_key}
+SERVICE_SECRET = "test-service-secret-" + "x" * 32
 ADMIN_EMAIL = "admin@shop.test"
 ADMIN_PASSWORD = "admin-password-1"
 # The service roles' passwords on the test server (roles are the cluster's: every test
@@ -88,7 +92,10 @@ def settings_for(shop_url: str) -> Callable[[str], ServiceSettings]:
         return ServiceSettings(
             service=service,
             database_url=role_url(shop_url, service, ROLE_PASSWORDS[service]),
-            jwt_secret=JWT_SECRET,
+            token_keys=TEST_PUBLIC_KEYS,
+            service_secret=SERVICE_SECRET,
+            # Only the users service holds the private key, as in runner.py.
+            signing_key=TEST_SIGNING_KEY if service == "users" else None,
             saga_step_timeout_s=TEST_STEP_TIMEOUT_S,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,
@@ -97,9 +104,9 @@ def settings_for(shop_url: str) -> Callable[[str], ServiceSettings]:
     return make
 
 
-def token_for(user_id: str, role: str = "customer") -> dict[str, str]:
+def token_for(user_id: str, role: str = "customer", *, version: int = 1) -> dict[str, str]:
     """Authorization header for a user, signed like the users service signs."""
-    token = token_issue(Principal(user_id, role), secret=JWT_SECRET, ttl_s=600)
+    token = token_issue(Principal(user_id, role, version), key=TEST_SIGNING_KEY, ttl_s=600)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -85,13 +85,12 @@ def test_only_the_owning_service_consumes_its_inbox_and_nobody_administers_the_b
             assert refused, (service, queue, statement)
 
 
-def test_users_has_no_rights_on_the_bus(shop_url: str) -> None:
-    with psycopg.connect(role_url(shop_url, "users", ROLE_PASSWORDS["users"])) as conn:
-        rights = conn.execute(
-            "SELECT has_schema_privilege('pgmq', 'USAGE'),"
-            " has_schema_privilege('pgcourier', 'USAGE')"
-        ).fetchone()
-    assert rights == (False, False)
+def test_users_sends_only_user_changed_and_nothing_else_on_the_bus() -> None:
+    # Its role may send (to the inboxes user.changed is bound to) and do nothing else:
+    # the tests above check the sends and the refusals of everything else.
+    sent = {c.type for c in contracts.CONTRACTS if c.sender == "users"}
+    assert sent == {contracts.USER_CHANGED}
+    assert "users" not in contracts.CONSUMERS.values()
 
 
 @pytest.mark.parametrize("service", ["products", "orders", "payments"])

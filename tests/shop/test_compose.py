@@ -30,7 +30,9 @@ def test_compose_gives_each_process_the_settings_runner_gives_it() -> None:
         runner_env = process_env(
             process,
             "postgresql://admin@db/shop",
-            jwt_secret="s",
+            token_public_keys="k",
+            token_private_key_file="/keys/token-signing.pem",
+            service_secret_files={s: f"/keys/{s}.secret" for s in DEFAULT_PORTS},
             saga_step_timeout_s=1,
             admin_email="a@b.c",
             admin_password="p",
@@ -74,3 +76,21 @@ def test_compose_waits_for_migrations_and_checks_health() -> None:
         assert spec["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         if process.role == "http":
             assert "/health" in " ".join(spec["healthcheck"]["test"])
+
+
+def test_compose_gives_the_token_signing_key_to_users_alone() -> None:
+    services = compose_services()
+    for process in processes():
+        spec = services[process.name]
+        names = {s if isinstance(s, str) else s["source"] for s in spec.get("secrets", [])}
+        env = spec["environment"]
+        if process.service == "users":
+            assert "token_signing_key" in names
+            assert env["SHOP_TOKEN_PRIVATE_KEY_FILE"] == "/run/secrets/token_signing_key"
+        else:
+            assert "token_signing_key" not in names, process.name
+            assert "SHOP_TOKEN_PRIVATE_KEY_FILE" not in env, process.name
+        # Each service its own secret, none another's.
+        assert f"{process.service}_secret" in names
+        assert all(not n.endswith("_secret") or n == f"{process.service}_secret" for n in names)
+        assert "SHOP_TOKEN_PUBLIC_KEYS" in env

@@ -18,11 +18,12 @@ import httpx
 import psycopg
 import pytest
 
+from runner import ShopKeys, kept_keys
 from services.demo import run_demo
 from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
-from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, ROLE_PASSWORDS
+from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROLE_PASSWORDS
 
 SAGA_STEP_TIMEOUT = 3.0
 MAX_OPEN_ORDERS = ServiceSettings.__dataclass_fields__["max_open_orders"].default
@@ -41,12 +42,13 @@ class RunningShop:
     urls: dict[str, str]
     supervisor: Supervisor
     ports: dict[str, int]
+    keys: ShopKeys
 
     def env(self, process: ServiceProcess) -> dict[str, str]:
         return process_env(
             process,
             self.admin_url,
-            jwt_secret=JWT_SECRET,
+            **self.keys.settings(),
             saga_step_timeout_s=SAGA_STEP_TIMEOUT,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,
@@ -84,6 +86,7 @@ def shop(shop_url: str, tmp_path) -> Iterator[RunningShop]:
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
         Supervisor(log_dir=tmp_path / "logs"),
         ports,
+        kept_keys(tmp_path / "keys"),
     )
     try:
         for process in processes(replicas=1):

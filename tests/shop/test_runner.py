@@ -70,7 +70,7 @@ def test_runner_loop_restarts_a_killed_child_and_stops_on_sigterm() -> None:
 
 
 def test_runner_reports_a_crash_loop_before_stopping_the_others(
-    shop_url: str, monkeypatch: pytest.MonkeyPatch
+    shop_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The shop's own processes replaced by one that always fails and one that stays up;
     # the database (migrations) is real.
@@ -83,7 +83,7 @@ def test_runner_reports_a_crash_loop_before_stopping_the_others(
     monkeypatch.setattr(runner, "Supervisor", functools.partial(Supervisor, restart_backoff_s=0.01))
     for name, value in {
         "DATABASE_URL": shop_url,
-        "SHOP_JWT_SECRET": "s" * 32,
+        "SHOP_KEYS_DIR": str(tmp_path / "keys"),
         "SHOP_ADMIN_PASSWORD": "admin-password-1",
     }.items():
         monkeypatch.setenv(name, value)

@@ -64,8 +64,10 @@ def test_each_process_environment_holds_only_its_own_roles_password() -> None:
         env = process_env(
             process,
             admin_url,
-            jwt_secret="j" * 32,
-            saga_step_timeout_s=10,
+            token_public_keys="kid-1 public-key",
+            token_private_key_file="/keys/token-signing.pem",
+            service_secret_files={s: f"/keys/{s}.secret" for s in passwords},
+            saga_step_timeout_s=15,
             admin_email="admin@shop.test",
             admin_password=ADMIN_PASSWORD,
             role_passwords=passwords,
@@ -168,7 +170,6 @@ def test_no_secret_of_runners_environment_reaches_another_services_process(
     monkeypatch.setattr(runner, "Supervisor", functools.partial(Supervisor, restart_backoff_s=0.01))
     for name, value in {
         "DATABASE_URL": shop_url,
-        "SHOP_JWT_SECRET": "s" * 32,
         "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "SHOP_DB_PASSWORD": "shared-fallback-password",
         **{f"SHOP_DB_PASSWORD_{s.upper()}": p for s, p in ROLE_PASSWORDS.items()},

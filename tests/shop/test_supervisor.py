@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runner import kept_keys
 from services.supervisor import ChildEvent, CrashLoopError, Supervisor
 from services.topology import ServiceProcess, processes
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -188,6 +189,7 @@ def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
         Supervisor(log_dir=logs, restart_backoff_s=0.1),
         ports,
+        kept_keys(tmp_path / "keys"),
     )
     try:
         for process in processes(replicas=2):

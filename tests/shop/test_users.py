@@ -12,10 +12,17 @@ import psycopg
 import pytest
 
 from pgcourier import Courier
-from services.shared.auth import Principal, token_issue
+from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.settings import ServiceSettings
 from services.users.app import admin_ensure, create_app
-from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, serve_app, token_for
+from tests.shop.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    TEST_PUBLIC_KEYS,
+    TEST_SIGNING_KEY,
+    serve_app,
+    token_for,
+)
 
 PASSWORD = "correct horse battery"
 
@@ -61,9 +68,17 @@ async def test_register_login_and_me_return_the_account_with_customer_permission
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "bearer"
-    assert body["expires_in"] == 3600
-    claims = jwt.decode(body["token"], JWT_SECRET, algorithms=["HS256"])
+    assert body["expires_in"] == 300
+    assert response.headers["cache-control"] == "no-store"
+    key = TEST_SIGNING_KEY
+    assert jwt.get_unverified_header(body["token"]) == {
+        "alg": "EdDSA",
+        "kid": key.kid,
+        "typ": "JWT",
+    }
+    claims = jwt.decode(body["token"], key.public_key, algorithms=["EdDSA"])
     assert (claims["sub"], claims["role"]) == (created["user_id"], "customer")
+    assert claims["exp"] - claims["iat"] == 300
 
     me = await client.get("/users/me", headers={"Authorization": f"Bearer {body['token']}"})
     assert me.status_code == 200
@@ -232,8 +247,8 @@ async def test_requests_without_a_token_get_401(
 async def test_expired_and_forged_tokens_get_401(client: httpx.AsyncClient) -> None:
     user = await register(client, "judy@example.com")
     who = Principal(user["user_id"], "admin")
-    expired = token_issue(who, secret=JWT_SECRET, ttl_s=-60)
-    forged = token_issue(who, secret="not-the-secret-" + "y" * 32, ttl_s=600)
+    expired = token_issue(who, key=TEST_SIGNING_KEY, ttl_s=-60)
+    forged = token_issue(who, key=SigningKey.generate(), ttl_s=600)
     none_alg = jwt.encode({"sub": user["user_id"], "role": "admin", "exp": 2**31}, None, "none")
     for token in (expired, forged, none_alg, "garbage"):
         response = await client.get("/users", headers={"Authorization": f"Bearer {token}"})
@@ -265,7 +280,7 @@ async def test_malformed_json_is_400_and_wrong_types_are_422_naming_the_field(
     assert login_types.json()["field"] == "email"
 
 
-async def test_an_admin_promotes_a_customer_and_me_shows_the_new_role(
+async def test_an_admin_promotes_a_customer_whose_next_token_carries_the_new_role(
     client: httpx.AsyncClient,
 ) -> None:
     leo = await register(client, "leo@example.com")
@@ -280,10 +295,12 @@ async def test_an_admin_promotes_a_customer_and_me_shows_the_new_role(
     )
     assert promoted.status_code == 200
     assert promoted.json()["role"] == "admin"
-    me = (await client.get("/users/me", headers=as_leo)).json()
+    # The token issued before the change is revoked: the next one has the new role.
+    assert (await client.get("/users/me", headers=as_leo)).status_code == 401
+    fresh = await login(client, "leo@example.com")
+    me = (await client.get("/users/me", headers=fresh)).json()
     assert me["role"] == "admin"
     assert "users:manage" in me["permissions"]
-    fresh = await login(client, "leo@example.com")
     assert (await client.get("/users", headers=fresh)).status_code == 200
 
     unknown = await client.put(f"/users/{uuid.uuid4()}/role", json={"role": "admin"}, headers=admin)
@@ -373,7 +390,11 @@ async def test_without_configured_admin_no_account_is_created(
 ) -> None:
     settings = settings_for("users")
     bare = ServiceSettings(
-        service="users", database_url=settings.database_url, jwt_secret=settings.jwt_secret
+        service="users",
+        database_url=settings.database_url,
+        token_keys=TEST_PUBLIC_KEYS,
+        service_secret=settings.service_secret,
+        signing_key=TEST_SIGNING_KEY,
     )
     async with serve_app(create_app(bare)) as c:
         assert (await c.get("/health")).status_code == 200

@@ -1,3 +1,3 @@
-SELECT user_id, email, role, created_at, password_hash
+SELECT user_id, email, role, created_at, password_hash, token_version
 FROM users.account
 WHERE email = %(email)s

@@ -1,0 +1,3 @@
+SELECT min_version, deleted
+FROM {table}
+WHERE user_id = %(user_id)s

@@ -1,0 +1,2 @@
+DELETE FROM users.refresh_token
+WHERE user_id = %(user_id)s
