@@ -42,6 +42,7 @@ from tests.helpers import wait_until
 from tests.shop.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    ROLE_PASSWORDS,
     TEST_SIGNING_KEY,
     run_service_worker,
     serve_app,
@@ -247,7 +248,7 @@ async def test_a_deleted_users_token_cannot_place_an_order_within_seconds(
 ) -> None:
     order = {"lines": [{"product_id": PEN, "quantity": 1}], "card_token": "tok_visa"}
     async with (
-        Courier(role_url(shop_url, "products"), pool_max_size=2) as bus,
+        Courier(role_url(shop_url, "products", ROLE_PASSWORDS["products"]), pool_max_size=2) as bus,
         serve_app(users_app(settings_for("users"))) as users,
         serve_app(orders_app(settings_for("orders"))) as orders,
         run_service_worker(settings_for("orders"), orders_setup),
@@ -388,7 +389,7 @@ async def test_a_late_user_changed_event_cannot_bring_a_revoked_token_back(
 ) -> None:
     user_id = str(uuid.uuid4())
     async with (
-        Courier(role_url(shop_url, "users"), pool_max_size=2) as bus,
+        Courier(role_url(shop_url, "users", ROLE_PASSWORDS["users"]), pool_max_size=2) as bus,
         serve_app(products_app(settings_for("products"))) as products,
         run_service_worker(settings_for("products"), products_setup),
     ):
@@ -415,7 +416,7 @@ async def test_a_user_changed_event_not_sent_by_users_is_dead_lettered_unapplied
 ) -> None:
     user_id = str(uuid.uuid4())
     async with (
-        Courier(role_url(shop_url, "orders"), pool_max_size=2) as forger,
+        Courier(role_url(shop_url, "orders", ROLE_PASSWORDS["orders"]), pool_max_size=2) as forger,
         Courier(shop_url, pool_max_size=2) as admin,
         run_service_worker(settings_for("products"), products_setup),
     ):
