@@ -159,7 +159,7 @@ def kept_keys(directory: Path = KEYS_DIR) -> ShopKeys:
     one's public key still verifies until its line is deleted (after the tokens it
     signed have expired, SHOP_TOKEN_TTL). <service>.secret: each service's own secret.
     """
-    directory.mkdir(mode=0o700, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     signing_file = directory / "token-signing.pem"
     if not signing_file.exists():
         _write_private(signing_file, SigningKey.generate().pem())
