@@ -10,7 +10,8 @@ WITH failed AS (
 ),
 removed AS (
     DELETE FROM {queue} m USING failed
-    WHERE m.msg_id = failed.msg_id AND m.read_ct = failed.read_ct
+    WHERE m.msg_id = ANY(%(msg_ids)s::bigint[])  -- an index path, not a scan of the table
+      AND m.msg_id = failed.msg_id AND m.read_ct = failed.read_ct
     RETURNING m.msg_id, m.enqueued_at, m.message, m.headers, m.sender, failed.attempts, failed.errors
 )
 INSERT INTO pgcourier.dead_letter (queue_name, msg_id, message, headers, sender, enqueued_at, attempts, errors)

@@ -3,5 +3,6 @@
 UPDATE {queue} m
 SET vt = coalesce(%(now)s::timestamptz, clock_timestamp()) + make_interval(secs => %(vt_s)s)
 FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS r(msg_id, read_ct)
-WHERE m.msg_id = r.msg_id AND m.read_ct = r.read_ct
+WHERE m.msg_id = ANY(%(msg_ids)s::bigint[])  -- an index path, not a scan of the table
+  AND m.msg_id = r.msg_id AND m.read_ct = r.read_ct
 RETURNING m.msg_id

@@ -11,4 +11,5 @@ SET vt = coalesce(%(now)s::timestamptz, clock_timestamp()) + make_interval(secs 
 FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(delays)s::float8[],
             %(errors)s::text[]::jsonb[])
      AS r(msg_id, read_ct, delay_s, errors)
-WHERE m.msg_id = r.msg_id AND m.read_ct = r.read_ct
+WHERE m.msg_id = ANY(%(msg_ids)s::bigint[])  -- an index path, not a scan of the table
+  AND m.msg_id = r.msg_id AND m.read_ct = r.read_ct
