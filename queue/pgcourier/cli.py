@@ -168,39 +168,47 @@ def _print_json(items: list[dict[str, Any]]) -> None:
     print(json.dumps(items, indent=2, default=_json_default))
 
 
+def _listing(
+    args: argparse.Namespace,
+    items: Sequence[Any],
+    *,
+    empty: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]] | None = None,
+) -> None:
+    """JSON when asked (--json), else `empty` or an aligned table (rows default to each
+    item's fields)."""
+    if args.json:
+        _print_json([dataclasses.asdict(i) for i in items])
+    elif not items:
+        print(empty)
+    else:
+        print(
+            _table(headers, rows if rows is not None else [dataclasses.astuple(i) for i in items])
+        )
+
+
 # -- commands -------------------------------------------------------------------
 
 
 async def _queues(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Namespace) -> int:
-    stats = await admin.queue_stats(conn=conn)
-    if args.json:
-        _print_json([dataclasses.asdict(s) for s in stats])
-    elif not stats:
-        print("no queues (create one with: pgcourier create QUEUE)")
-    else:
-        headers = ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY_AGE_S"]
-        print(_table(headers, [dataclasses.astuple(s) for s in stats]))
+    _listing(
+        args,
+        await admin.queue_stats(conn=conn),
+        empty="no queues (create one with: pgcourier create QUEUE)",
+        headers=["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY_AGE_S"],
+    )
     return 0
 
 
 async def _workers(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Namespace) -> int:
     workers = await admin.workers(conn=conn)
-    if args.json:
-        _print_json([dataclasses.asdict(w) for w in workers])
-    elif not workers:
-        print("no worker has reported in")
-    else:
-        headers = [
-            "NAME",
-            "HOST",
-            "PID",
-            "QUEUES",
-            "BEAT_AT",
-            "LAST_CLAIM_AT",
-            "LISTENING",
-            "ALIVE",
-        ]
-        rows = [
+    _listing(
+        args,
+        workers,
+        empty="no worker has reported in",
+        headers=["NAME", "HOST", "PID", "QUEUES", "BEAT_AT", "LAST_CLAIM_AT", "LISTENING", "ALIVE"],
+        rows=[
             (
                 w.name,
                 w.hostname,
@@ -212,8 +220,8 @@ async def _workers(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.N
                 w.alive,
             )
             for w in workers
-        ]
-        print(_table(headers, rows))
+        ],
+    )
     return 0
 
 
@@ -229,13 +237,12 @@ async def _grant(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Nam
 
 
 async def _privileges(admin: Admin, conn: psycopg.AsyncConnection, args: argparse.Namespace) -> int:
-    rows = await admin.privileges(conn=conn)
-    if args.json:
-        _print_json([dataclasses.asdict(r) for r in rows])
-    elif not rows:
-        print("no role has rights on any queue (the owner has them all)")
-    else:
-        print(_table(["QUEUE", "ROLE", "SEND", "CONSUME"], [dataclasses.astuple(r) for r in rows]))
+    _listing(
+        args,
+        await admin.privileges(conn=conn),
+        empty="no role has rights on any queue (the owner has them all)",
+        headers=["QUEUE", "ROLE", "SEND", "CONSUME"],
+    )
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -20,16 +19,11 @@ import psycopg
 from . import store
 from .courier import Courier, QueueSettings
 from .errors import RejectMessage
+from .loops import backoff_delay
 from .message import Message
 from .store import Failure, Lease
 
 log = logging.getLogger("pgcourier.worker")
-
-
-def backoff_delay(attempt: int, *, base_s: float, max_s: float) -> float:
-    """Exponential backoff with equal jitter: half fixed, half random."""
-    ceiling = min(max_s, base_s * 2 ** min(max(attempt - 1, 0), 30))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class Completer:

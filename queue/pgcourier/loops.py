@@ -14,9 +14,15 @@ from psycopg_pool import PoolTimeout
 from .errors import DatabaseError
 
 
+def backoff_delay(attempt: int, *, base_s: float, max_s: float) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random. The exponent is
+    bounded, however many attempts."""
+    ceiling = min(max_s, base_s * 2 ** min(max(attempt - 1, 0), 30))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
 class Backoff:
-    """Exponential backoff with equal jitter; the exponent is bounded, however long
-    the failures go on."""
+    """Counts failures in a row and gives the backoff_delay of the next attempt."""
 
     def __init__(self, *, base_s: float, max_s: float) -> None:
         self.base_s = base_s
@@ -25,8 +31,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        ceiling = min(self.max_s, self.base_s * 2 ** min(self.failures - 1, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(self.failures, base_s=self.base_s, max_s=self.max_s)
 
     def reset(self) -> None:
         self.failures = 0
