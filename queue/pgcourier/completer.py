@@ -68,8 +68,7 @@ class Completer:
             self._rescheduled = True
             self._needed.set()
 
-    def failed(self, message: Message, exc: BaseException) -> None:
-        lease = Lease(message.msg_id, message.read_ct)
+    def failed(self, message: Message, lease: Lease, exc: BaseException) -> None:
         self.inflight.pop(lease.msg_id, None)
         entry = {
             "attempt": message.attempt,

@@ -150,12 +150,12 @@ class QueueConsumer:
             self.slots.release(1)
             self.completer.unreadable(lease, exc)
             return
-        started = start_eagerly(self._handle(message))
+        started = start_eagerly(self._handle(message, lease))
         if started is not None and not started.done():
             self.handler_tasks.add(started)
             started.add_done_callback(self.handler_tasks.discard)
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message, lease: Lease) -> None:
         key_released = message.ordering_key is not None
         try:
             route = self.routes.get(message.type) or self.routes.get(None)
@@ -169,15 +169,11 @@ class QueueConsumer:
                     f"{', '.join(sorted(route.senders))}, not from {message.sender!r}"
                 )
             if route.transactional:
-                await self._handle_in_transaction(route, message)
-                self.completer.settled(
-                    Lease(message.msg_id, message.read_ct), key_released=key_released
-                )
+                await self._handle_in_transaction(route, message, lease)
+                self.completer.settled(lease, key_released=key_released)
             else:
                 await route.handler(message, Context(self.courier, message))
-                self.completer.done(
-                    Lease(message.msg_id, message.read_ct), key_released=key_released
-                )
+                self.completer.done(lease, key_released=key_released)
         except Exception as exc:
             log.warning(
                 "handler failed on %s: msg %s (%s) type %s attempt %d: %s: %s",
@@ -189,13 +185,12 @@ class QueueConsumer:
                 type(exc).__name__,
                 exc,
             )
-            self.completer.failed(message, exc)
+            self.completer.failed(message, lease, exc)
         finally:
             self.slots.release(1)
 
-    async def _handle_in_transaction(self, route: Route, message: Message) -> None:
+    async def _handle_in_transaction(self, route: Route, message: Message, lease: Lease) -> None:
         """Inbox record, handler's writes and sends, and acknowledgement: all or nothing."""
-        lease = Lease(message.msg_id, message.read_ct)
         async with self.courier.pool.connection() as conn, conn.transaction():
             if await store.inbox_claim(conn, self.queue, message.id):
                 await route.handler(message, Context(self.courier, message, conn))
