@@ -93,12 +93,14 @@ updated AS (
 SELECT msg_id, read_ct, enqueued_at, message, headers, sender, NULL::float8 AS next_due_s
 FROM updated
 UNION ALL
--- Always one more row, saying in how many seconds the next message not ready now
--- falls due (a delay, a retry's backoff, a lease running out) within the next
--- %(horizon_s)s seconds (the worker's poll interval: it looks again by then anyway);
--- NULL when none does. The worker sleeps no longer than that, in the same round
--- trip. Only future vts count: a ready message of a key blocked behind its
--- in-flight head is not due before the head is, and counting it made the loop spin.
+-- When the claim is not full, one more row, saying in how many seconds the next
+-- message not ready now falls due (a delay, a retry's backoff, a lease running out)
+-- within the next %(horizon_s)s seconds (the worker's poll interval: it looks again
+-- by then anyway); NULL when none does. The worker sleeps no longer than that, in
+-- the same round trip. A full claim is followed by another at once: it skips the
+-- probe (the scalar subquery runs only when the one-time filter lets the row by).
+-- Only future vts count: a ready message of a key blocked behind its in-flight head
+-- is not due before the head is, and counting it made the loop spin.
 -- The horizon bounds the probe of the vt index: acknowledged messages leave dead
 -- index entries at their lease's end, and an unbounded probe walked all 30 s of them.
 SELECT NULL, NULL, NULL, NULL, NULL, NULL,
@@ -108,3 +110,4 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL,
           AND q.vt <= claim_at.at + make_interval(secs => %(horizon_s)s)
         ORDER BY q.vt LIMIT 1)
 FROM claim_at
+WHERE (SELECT count(*) FROM updated) < %(limit)s
