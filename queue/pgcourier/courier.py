@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,8 +69,19 @@ async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
     set_json_loads(orjson.loads, conn)
 
 
+# How long a process trusts its list of remote queues (pgcourier.remote_queue) before
+# reading it again: a queue linked meanwhile is sent to locally (and refused, as
+# missing) for at most this long.
+REMOTE_QUEUES_TTL_S = 2.0
+
+
 class Courier:
-    """Entry point of the bus. Use as `async with Courier(url) as courier:`."""
+    """Entry point of the bus. Use as `async with Courier(url) as courier:`.
+
+    A queue may live in this database or, once linked (python -m pgcourier link), in
+    another: the same send then writes to pgcourier.outbox in the same transaction,
+    and the link delivers it (see links.py).
+    """
 
     def __init__(
         self,
@@ -95,6 +107,8 @@ class Courier:
             configure=_configure_connection,
             name="pgcourier",
         )
+        self._remote_queues: frozenset[str] = frozenset()
+        self._remote_read_at = -REMOTE_QUEUES_TTL_S
 
     async def open(self, *, timeout: float = 30.0) -> Courier:
         if self._own_pool:
@@ -204,12 +218,30 @@ class Courier:
         check_queue_name(queue)
         async with self.connection(conn, queue=queue) as c:
             await self.require_queue(c, queue)
-            await c.execute("SELECT pgmq.bind_topic(%s, %s)", [pattern, queue])
+            if queue in await self._remote(c):
+                await c.execute("SELECT pgcourier.bind_topic(%s, %s)", [pattern, queue])
+            else:
+                await c.execute("SELECT pgmq.bind_topic(%s, %s)", [pattern, queue])
 
     async def require_queue(self, conn: psycopg.AsyncConnection, queue: str) -> None:
-        cur = await conn.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [queue])
+        """Raises QueueNotFoundError unless the queue is here or declared remote."""
+        cur = await conn.execute(
+            "SELECT 1 FROM pgmq.meta WHERE queue_name = %(q)s"
+            " UNION ALL SELECT 1 FROM pgcourier.remote_queue WHERE queue_name = %(q)s",
+            {"q": queue},
+        )
         if await cur.fetchone() is None:
             raise QueueNotFoundError(queue)
+
+    async def _remote(self, conn: psycopg.AsyncConnection) -> frozenset[str]:
+        """The queues of other databases this one sends to (read at most every
+        REMOTE_QUEUES_TTL_S, on the connection at hand: no second connection is taken
+        while the caller holds one)."""
+        if time.monotonic() - self._remote_read_at >= REMOTE_QUEUES_TTL_S:
+            cur = await conn.execute("SELECT queue_name FROM pgcourier.remote_queue")
+            self._remote_queues = frozenset(row[0] for row in await cur.fetchall())
+            self._remote_read_at = time.monotonic()
+        return self._remote_queues
 
     # -- sending -------------------------------------------------------------
 
@@ -325,21 +357,27 @@ class Courier:
     async def _insert(
         self, conn: psycopg.AsyncConnection, queue: str, batch: Sequence[Outgoing]
     ) -> list[int]:
+        """The msg_ids; for a remote queue, the outbox ids (its message ids are the
+        receiver's, and a duplicate idempotency key is dropped there, on arrival)."""
+        params = {
+            "now": None,
+            "messages": [o.payload for o in batch],
+            "headers": [o.headers for o in batch],
+            "delays": [o.delay_s for o in batch],
+        }
         try:
-            cur = await conn.execute(
-                queries.queue_query(
-                    "message_send_idempotent"
-                    if any(o.idempotent for o in batch)
-                    else "message_send",
-                    queue,
-                ),
-                {
-                    "now": None,
-                    "messages": [o.payload for o in batch],
-                    "headers": [o.headers for o in batch],
-                    "delays": [o.delay_s for o in batch],
-                },
-            )
+            if queue in await self._remote(conn):
+                cur = await conn.execute(queries.query("outbox_send"), {**params, "queue": queue})
+            else:
+                cur = await conn.execute(
+                    queries.queue_query(
+                        "message_send_idempotent"
+                        if any(o.idempotent for o in batch)
+                        else "message_send",
+                        queue,
+                    ),
+                    params,
+                )
             return [row[0] for row in await cur.fetchall()]
         except psycopg.Error as exc:
             raise wrap_driver_error(exc, queue) from exc

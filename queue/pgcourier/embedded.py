@@ -43,6 +43,15 @@ host    replication     all     127.0.0.1/32    scram-sha-256
 host    replication     all     ::1/128         scram-sha-256
 """
 
+# Enough for a shop of four databases linked both ways (seven links), and tests.
+REPLICATION_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "64",
+    "max_wal_senders": "64",
+    "max_logical_replication_workers": "32",
+    "max_worker_processes": "48",
+}
+
 
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, reload_timeout_s: float = 10) -> None:
@@ -64,6 +73,7 @@ class EmbeddedPostgres:
             self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
         with _folder_locked(data_dir):
             self._require_passwords(reload_timeout_s=reload_timeout_s)
+            self._require_logical_replication()
 
     @property
     def password_file(self) -> Path:
@@ -96,6 +106,40 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+    def _require_logical_replication(self) -> None:
+        """Links between databases (links.py) use logical replication: wal_level must
+        be logical, with room for a slot, a sender and an apply worker per link. Set
+        once, then the server is restarted (once in the folder's life)."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            changed = False
+            for name, wanted in REPLICATION_SETTINGS.items():
+                row = conn.execute("SELECT current_setting(%s)", [name]).fetchone()
+                current = row[0] if row else None
+                if current == wanted or (
+                    wanted.isdigit() and current and int(current) >= int(wanted)
+                ):
+                    continue
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(wanted)
+                    )
+                )
+                changed = True
+        if not changed:
+            return
+        from pgserver._commands import pg_ctl
+        from pgserver.postgres_server import PostmasterInfo
+
+        server = self._server
+        pg_ctl(
+            ["-w", "-l", str(server.log), "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=60,
+        )
+        # pgserver stops the server it knows by its process: tell it the new one.
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
 
     def _require_passwords(self, *, reload_timeout_s: float) -> None:
         """Converts a folder still on pgserver's trust; a no-op once converted."""
