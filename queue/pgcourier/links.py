@@ -205,7 +205,8 @@ async def link(
                 )
             await sender.execute(
                 "INSERT INTO pgcourier.link (node, mode, slot_name) VALUES (%s, %s, %s)"
-                " ON CONFLICT (node) DO UPDATE SET mode = EXCLUDED.mode, slot_name = EXCLUDED.slot_name",
+                " ON CONFLICT (node) DO UPDATE"
+                " SET mode = EXCLUDED.mode, slot_name = EXCLUDED.slot_name",
                 [receiver_node, mode, slot],
             )
         if mode == "replication":
