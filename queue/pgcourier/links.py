@@ -276,7 +276,10 @@ async def _ensure_subscription(
 ) -> bool:
     name = subscription_name(sender_node)
     cur = await receiver.execute(
-        "SELECT subenabled FROM pg_subscription WHERE subname = %s", [name]
+        # Subscriptions are the cluster's: the name is unique only within a database.
+        "SELECT subenabled FROM pg_subscription WHERE subname = %s"
+        " AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        [name],
     )
     row = await cur.fetchone()
     if row is not None and recreate:

@@ -91,6 +91,10 @@ CONTRACTS: tuple[Contract, ...] = (
     ),
 )
 
+# Every inbox's settings: visibility timeout (the lease) 3 s, 10 attempts, backoff from
+# 0.5 s to 30 s (as sql/shop/migrations set them in the one-database topology).
+QUEUE_SETTINGS = (3.0, 10, 0.5, 30.0)
+
 # Who consumes each queue: the only role that may read it.
 CONSUMERS = {ORDERS_INBOX: "orders", PRODUCTS_INBOX: "products", PAYMENTS_INBOX: "payments"}
 
