@@ -2,9 +2,14 @@
 
 python runner.py [up] [--replicas N]   Postgres (embedded unless DATABASE_URL is set),
                  [--base-port P]       migrations, the four services (HTTP and
-                                       workers, on ports P..P+3, default 8001..8004);
-                                       prints their URLs; restarts a process that
+                 [--topology T]        workers, on ports P..P+3, default 8001..8004);
+                 [--link-mode M]       prints their URLs; restarts a process that
                                        crashes; Ctrl-C (or SIGTERM) stops all.
+                                       --topology databases (default: a database per
+                                       service, linked by logical replication, or by
+                                       relays with --link-mode relay) or one (a
+                                       database for all); also SHOP_TOPOLOGY and
+                                       SHOP_LINK_MODE.
 python runner.py demo                  the same, then a scripted scenario through the
                                        HTTP APIs; exits 0 only if every outcome is right.
 python runner.py migrate               migrations only (compose.yaml runs this).
@@ -42,6 +47,7 @@ from services.shared.auth import SigningKey, public_key_text, public_keys_parse
 from services.shared.database import shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
+from services.shared.topology_db import LINK_MODES, TOPOLOGIES, ShopDatabases, shop_databases
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
@@ -205,12 +211,28 @@ def psql_path(bin_dir: Path | None) -> str:
     return found
 
 
-async def print_queues(url: str) -> None:
-    async with Courier(url, pool_min_size=1, pool_max_size=1) as courier:
-        stats = await Admin(courier).queue_stats()
+async def print_queues(databases: ShopDatabases) -> None:
     print(f"{'queue':<24} {'ready':>7} {'in flight':>9} {'delayed':>7} {'dead':>6}")
-    for s in stats:
-        print(f"{s.queue:<24} {s.ready:>7} {s.in_flight:>9} {s.delayed:>7} {s.dead:>6}")
+    for url in databases.distinct_urls():
+        async with Courier(url, pool_min_size=1, pool_max_size=1) as courier:
+            stats = await Admin(courier).queue_stats()
+        for s in stats:
+            print(f"{s.queue:<24} {s.ready:>7} {s.in_flight:>9} {s.delayed:>7} {s.dead:>6}")
+
+
+def print_databases(databases: ShopDatabases) -> None:
+    if databases.topology == "one":
+        url = databases.url(SERVICES[0])
+        print(f"  database  {shown_url(url)}   (python runner.py psql)")
+        print(f"  queues    DATABASE_URL='{shown_url(url)}' {sys.executable} -m pgcourier queues")
+        return
+    print(f"  databases one per service, linked by {databases.link_mode}:")
+    for service in SERVICES:
+        print(f"    {service:<9} {shown_url(databases.url(service))}")
+    example = shown_url(databases.url("orders"))
+    print(
+        f"  links     DATABASE_URL='{example}' {sys.executable} -m pgcourier links   (and queues)"
+    )
 
 
 def service_ports(base_port: int | None) -> dict[str, int]:
@@ -265,6 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
     parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default=os.environ.get("SHOP_TOPOLOGY") or "databases",
+        help="a database per service (default), or one for all",
+    )
+    parser.add_argument(
+        "--link-mode",
+        choices=LINK_MODES,
+        default=os.environ.get("SHOP_LINK_MODE") or "replication",
+        help="how messages cross databases: logical replication (default) or relays",
+    )
+    parser.add_argument(
         "--base-port",
         type=int,
         default=None,
@@ -303,16 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         with database(settings) as (url, bin_dir):
             if args.command == "psql":
                 return os.spawnv(os.P_WAIT, psql_path(bin_dir), ["psql", url])
-            applied = asyncio.run(shop_migrate(url, role_passwords=passwords))
+            databases = shop_databases(
+                url, topology=args.topology, link_mode=args.link_mode, env=os.environ
+            )
+            applied = asyncio.run(shop_migrate(databases, role_passwords=passwords))
             print("migrations applied:", ", ".join(applied) if applied else "none (up to date)")
             if args.command == "migrate":
                 return 0
             keys = kept_keys(keys_dir)
             try:
-                for process in processes(replicas=args.replicas):
+                for process in processes(replicas=args.replicas, topology=args.topology):
                     env = process_env(
                         process,
-                        url,
+                        databases,
                         **keys.settings(),
                         saga_step_timeout_s=timeout_s,
                         admin_email=admin_email,
@@ -330,11 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                 for service, service_url in urls.items():
                     print(f"  {service:<9} {service_url}   ({service_url}/openapi.json)")
                 print(f"  admin     {admin_email} {admin_note}")
-                print(f"  database  {shown_url(url)}   (python runner.py psql)")
-                print(
-                    f"  queues    DATABASE_URL='{shown_url(url)}' "
-                    f"{sys.executable} -m pgcourier queues\n"
-                )
+                print_databases(databases)
+                print()
                 if demo:
                     ok = run_demo(
                         urls,
@@ -343,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
                         saga_step_timeout_s=timeout_s,
                     )
                     print()
-                    asyncio.run(print_queues(url))
+                    asyncio.run(print_queues(databases))
                     print(f"\ndemo {'passed' if ok else 'FAILED'} (service logs in .logs/)")
                     return 0 if ok else 1
-                asyncio.run(print_queues(url))
+                asyncio.run(print_queues(databases))
                 print("\npress Ctrl-C to stop", flush=True)
                 wait_for_ctrl_c(supervisor)
             except FAILURES as exc:

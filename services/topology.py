@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .shared.database import role_url
 from .shared.settings import DEFAULT_PORTS, SERVICES
+from .shared.topology_db import ShopDatabases
 
 # Services that consume messages, and so have worker processes.
 WORKER_SERVICES = ("products", "orders", "payments")
@@ -43,17 +44,33 @@ class ServiceProcess:
         return ["-m", f"services.{self.service}", self.role]
 
 
-def processes(*, replicas: int = 1) -> list[ServiceProcess]:
+# With a database per service, one more process keeps the links between them
+# (services/links): it is not a service, and has no HTTP port.
+LINKS_KEEPER = ServiceProcess("links", "keeper")
+
+
+def processes(*, replicas: int = 1, topology: str = "databases") -> list[ServiceProcess]:
     found = [ServiceProcess(s, "http") for s in SERVICES]
     found += [
         ServiceProcess(s, "worker", r) for s in WORKER_SERVICES for r in range(1, replicas + 1)
     ]
+    if topology == "databases":
+        found.append(LINKS_KEEPER)
     return found
+
+
+def keeper_env(databases: ShopDatabases) -> dict[str, str]:
+    """The links keeper's environment: every database's owner URL (it prunes outboxes
+    and restarts subscriptions, the owner's work, as migrations are) and the link mode."""
+    env = {f"SHOP_DATABASE_URL_{s.upper()}": databases.url(s) for s in SERVICES}
+    env["SHOP_LINK_MODE"] = databases.link_mode
+    env["SHOP_INSTANCE"] = LINKS_KEEPER.instance
+    return env
 
 
 def process_env(
     process: ServiceProcess,
-    admin_url: str,
+    admin_url: str | ShopDatabases,
     *,
     token_public_keys: str,
     token_private_key_file: str,
@@ -64,15 +81,19 @@ def process_env(
     role_passwords: Mapping[str, str | None] | None = None,
     ports: dict[str, int] | None = None,
 ) -> dict[str, str]:
-    """The environment of one process: its own role's database URL and the shop settings.
+    """The environment of one process: its own role's URL of its own service's database,
+    and the shop settings. admin_url: the one database, or where each service's is.
 
     role_passwords: by service; a process gets its own role's only (in its
     DATABASE_URL), never another's nor the admin's. The admin password goes to the
     users processes alone (they create the admin account).
     """
+    databases = ShopDatabases.one(admin_url) if isinstance(admin_url, str) else admin_url
+    if process == LINKS_KEEPER:
+        return keeper_env(databases)
     password = (role_passwords or {}).get(process.service)
     env = {
-        "DATABASE_URL": role_url(admin_url, process.service, password),
+        "DATABASE_URL": role_url(databases.url(process.service), process.service, password),
         "PORT": str((ports or DEFAULT_PORTS)[process.service]),
         "SHOP_TOKEN_PUBLIC_KEYS": token_public_keys,
         "SHOP_SERVICE_SECRET_FILE": service_secret_files[process.service],

@@ -188,12 +188,17 @@ async def link(
                 f"sender and receiver are both named {sender_node!r}: name each database "
                 "(python -m pgcourier node NAME)"
             )
+        settings = {}
         for queue in queues:
             cur = await receiver.execute(
-                "SELECT 1 FROM pgcourier.queue WHERE queue_name = %s", [queue]
+                "SELECT visibility_timeout_s, max_attempts, backoff_base_s, backoff_max_s"
+                " FROM pgcourier.queue WHERE queue_name = %s",
+                [queue],
             )
-            if await cur.fetchone() is None:
+            row = await cur.fetchone()
+            if row is None:
                 raise QueueNotFoundError(f"{queue} (on the receiver, {receiver_node})")
+            settings[queue] = row
         if mode == "replication":
             await _check_replication_ready(sender, "sender")
             await _check_replication_ready(receiver, "receiver")
@@ -202,6 +207,12 @@ async def link(
             for queue in queues:
                 await sender.execute(
                     "SELECT pgcourier.remote_queue_declare(%s, %s)", [queue, receiver_node]
+                )
+                await sender.execute(
+                    "UPDATE pgcourier.remote_queue SET visibility_timeout_s = %s,"
+                    " max_attempts = %s, backoff_base_s = %s, backoff_max_s = %s"
+                    " WHERE queue_name = %s",
+                    [*settings[queue], queue],
                 )
             await sender.execute(
                 "INSERT INTO pgcourier.link (node, mode, slot_name) VALUES (%s, %s, %s)"

@@ -23,10 +23,16 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Queues of other nodes that this database sends to, and who here may send to each.
+-- The settings are the receiver's, copied when the link is set up (for senders that
+-- plan around a queue's lease and backoff).
 CREATE TABLE pgcourier.remote_queue (
-    queue_name text PRIMARY KEY CHECK (queue_name ~ '^[a-z_][a-z0-9_]{0,46}$'),
-    node       text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    queue_name           text PRIMARY KEY CHECK (queue_name ~ '^[a-z_][a-z0-9_]{0,46}$'),
+    node                 text NOT NULL,
+    visibility_timeout_s double precision,
+    max_attempts         integer,
+    backoff_base_s       double precision,
+    backoff_max_s        double precision,
+    created_at           timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE TABLE pgcourier.remote_grant (
@@ -429,4 +435,6 @@ REVOKE EXECUTE ON FUNCTION pgcourier.outbox_deliver(pgcourier.outbox) FROM PUBLI
 -- Every sending process reads which queues are remote (Courier, every few seconds, on
 -- the caller's connection): readable by all, as the queues' names are by pgmq.meta.
 GRANT USAGE ON SCHEMA pgcourier TO PUBLIC;
-GRANT SELECT ON pgcourier.remote_queue, pgcourier.remote_binding, pgcourier.node TO PUBLIC;
+-- remote_grant too: the outbox's row-level security reads it as the sending role.
+GRANT SELECT ON pgcourier.remote_queue, pgcourier.remote_binding, pgcourier.remote_grant,
+    pgcourier.node TO PUBLIC;

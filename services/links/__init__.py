@@ -1,0 +1,1 @@
+"""The process that keeps the links between the services' databases."""
