@@ -28,7 +28,7 @@ def add_parsers(
     p = sub.add_parser(
         "node", parents=[common], help="show (or set) this database's name among linked ones"
     )
-    p.add_argument("name", nargs="?", help="the new name (1-24 of a-z, 0-9, _)")
+    p.add_argument("name", nargs="?", help="the new name (1-20 of a-z, 0-9, _)")
 
     p = sub.add_parser(
         "link",

@@ -25,7 +25,7 @@ from .naming import check_queue_name
 
 Mode = Literal["replication", "relay"]
 
-NODE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,23}$")
+NODE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,19}$")
 # Logical replication needs both ends on 16 or later: a subscription's owner need not
 # be a superuser there (pg_create_subscription), and the embedded server is 16.
 MIN_REPLICATION_VERSION = 160000
@@ -78,8 +78,11 @@ def publication_name(receiver: str) -> str:
     return f"pgcourier_to_{receiver}"
 
 
-def slot_name(sender: str, receiver: str) -> str:
-    return f"pgcourier_{sender}_to_{receiver}"
+def slot_name(sender: str, receiver: str, sender_database_oid: int) -> str:
+    """Slots are the server's, and node names need only be unique among linked
+    databases (two shops on one server both have an orders node): the sender
+    database's oid makes the name the server's only one."""
+    return f"pgcourier_{sender}_{receiver}_{sender_database_oid}"
 
 
 def subscription_name(sender: str) -> str:
@@ -89,7 +92,7 @@ def subscription_name(sender: str) -> str:
 def check_node_name(name: str) -> str:
     if not NODE_NAME.match(name):
         raise LinkError(
-            f"invalid node name {name!r}: use 1-24 lowercase letters, digits or _, "
+            f"invalid node name {name!r}: use 1-20 lowercase letters, digits or _, "
             "not starting with a digit (set one with: python -m pgcourier node NAME)"
         )
     return name
@@ -202,7 +205,10 @@ async def link(
         if mode == "replication":
             await _check_replication_ready(sender, "sender")
             await _check_replication_ready(receiver, "receiver")
-        slot = slot_name(sender_node, receiver_node) if mode == "replication" else None
+        cur = await sender.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+        oid_row = await cur.fetchone()
+        assert oid_row is not None
+        slot = slot_name(sender_node, receiver_node, oid_row[0]) if mode == "replication" else None
         async with sender.transaction():
             for queue in queues:
                 await sender.execute(
@@ -220,6 +226,8 @@ async def link(
                 " SET mode = EXCLUDED.mode, slot_name = EXCLUDED.slot_name",
                 [receiver_node, mode, slot],
             )
+        if mode == "relay":
+            await _drop_replication(sender, receiver, sender_node, receiver_node)
         if mode == "replication":
             assert slot is not None
             lost = await _ensure_publication_and_slot(sender, receiver_node, slot, created)
@@ -237,6 +245,36 @@ async def link(
         elif resync:
             resent = await copy_retained(sender, receiver, receiver_node)
     return LinkReport(sender_node, receiver_node, mode, tuple(queues), tuple(created), resent)
+
+
+async def _drop_replication(
+    sender: psycopg.AsyncConnection,
+    receiver: psycopg.AsyncConnection,
+    sender_node: str,
+    receiver_node: str,
+) -> None:
+    """A link turned to a relay keeps no subscription, slot or publication: the relay
+    alone carries its rows (a slot left behind would hold the sender's WAL forever)."""
+    name = subscription_name(sender_node)
+    cur = await receiver.execute(
+        "SELECT 1 FROM pg_subscription WHERE subname = %s"
+        " AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        [name],
+    )
+    if await cur.fetchone() is not None:
+        await drop_subscription(receiver, name)
+    cur = await sender.execute(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s"
+        " AND database = current_database()",
+        [f"pgcourier\\_{sender_node}\\_{receiver_node}\\_%"],
+    )
+    for (slot,) in await cur.fetchall():
+        await sender.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+    await sender.execute(
+        sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
+            sql.Identifier(publication_name(receiver_node))
+        )
+    )
 
 
 async def _ensure_publication_and_slot(

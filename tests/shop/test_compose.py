@@ -7,7 +7,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from services.shared.settings import DEFAULT_PORTS, SERVICES
-from services.topology import process_env, processes
+from services.shared.topology_db import database_name
+from services.topology import LINKS_KEEPER, process_env, processes
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 
@@ -39,10 +40,23 @@ def test_compose_gives_each_process_the_settings_runner_gives_it() -> None:
         )
         compose_env = services[process.name]["environment"]
         assert set(runner_env) <= set(compose_env), process.name
+        migrate_url = re.sub(
+            r"\$\{[^}]*\}", "pw", services["migrate"]["environment"]["DATABASE_URL"]
+        )
+        if process == LINKS_KEEPER:
+            # The owner of each service's database, as migrate connects.
+            for service in SERVICES:
+                url = re.sub(
+                    r"\$\{[^}]*\}", "pw", compose_env[f"SHOP_DATABASE_URL_{service.upper()}"]
+                )
+                assert conninfo_to_dict(url)["user"] == "postgres"
+                assert conninfo_to_dict(url)["dbname"] == database_name(migrate_url, service)
+            continue
         assert compose_env["PORT"] == str(DEFAULT_PORTS[process.service])
-        # Each service connects as its own role, to the database migrate prepared.
+        # Each service connects as its own role, to its own database migrate prepared.
         url = re.sub(r"\$\{[^}]*\}", "pw", compose_env["DATABASE_URL"])
         assert conninfo_to_dict(url)["user"] == f"{process.service}_svc"
+        assert conninfo_to_dict(url)["dbname"] == database_name(migrate_url, process.service)
 
 
 def test_compose_asks_every_login_for_a_password_and_gives_each_service_only_its_own() -> None:
@@ -64,6 +78,8 @@ def test_compose_asks_every_login_for_a_password_and_gives_each_service_only_its
         secrets = {v for v in variables if "PASSWORD" in v}
         own = f"SHOP_DB_PASSWORD_{process.service.upper()}"
         expected = {own, "SHOP_ADMIN_PASSWORD"} if process.service == "users" else {own}
+        if process == LINKS_KEEPER:
+            expected = {"POSTGRES_PASSWORD"}  # the owner's, as migrate has it
         assert secrets == expected, process.name
 
 
@@ -83,6 +99,9 @@ def test_compose_gives_the_token_signing_key_to_users_alone() -> None:
     for process in processes():
         spec = services[process.name]
         names = {s if isinstance(s, str) else s["source"] for s in spec.get("secrets", [])}
+        if process == LINKS_KEEPER:
+            assert not names  # signs nothing, verifies nothing
+            continue
         env = spec["environment"]
         if process.service == "users":
             assert "token_signing_key" in names

@@ -77,7 +77,10 @@ def test_runner_reports_a_crash_loop_before_stopping_the_others(
     monkeypatch.setattr(
         runner,
         "processes",
-        lambda replicas: [FakeChild("orders-worker-2", EXITS_AT_ONCE), FakeChild("up", STAYS_UP)],
+        lambda replicas, topology: [
+            FakeChild("orders-worker-2", EXITS_AT_ONCE),
+            FakeChild("up", STAYS_UP),
+        ],
     )
     monkeypatch.setattr(runner, "process_env", lambda process, url, **settings: {})
     monkeypatch.setattr(runner, "Supervisor", functools.partial(Supervisor, restart_backoff_s=0.01))
@@ -92,7 +95,7 @@ def test_runner_reports_a_crash_loop_before_stopping_the_others(
     monkeypatch.setattr(sys, "stderr", output)
     monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
     base = free_port_block()
-    assert runner.main(["up", "--base-port", str(base)]) == 1
+    assert runner.main(["up", "--topology", "one", "--base-port", str(base)]) == 1
     lines = output.getvalue().splitlines()
     error = next(i for i, line in enumerate(lines) if line.startswith("error:"))
     assert lines[error] == (
