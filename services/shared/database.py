@@ -67,17 +67,24 @@ async def _set_role_passwords(
 
 
 async def shop_migrate(
-    admin_url: str | ShopDatabases, *, role_passwords: Mapping[str, str | None] | None = None
+    admin_url: str | ShopDatabases,
+    *,
+    role_passwords: Mapping[str, str | None] | None = None,
+    queue_settings: tuple[float, int, float, float] | None = None,
 ) -> list[str]:
     """Brings everything up to date; returns what was applied as component/version.
 
     admin_url: the one database of every service, or where each service's is.
     role_passwords: by service; each role given one gets it (roles are the
     cluster's, so this is for every database on the server), the others keep theirs.
+    queue_settings: (lease, attempts, backoff base, backoff max) of every inbox, if
+    not the shop's own (contracts.QUEUE_SETTINGS); tests shorten them.
     """
     databases = ShopDatabases.one(admin_url) if isinstance(admin_url, str) else admin_url
     if databases.topology == "databases":
-        return await _migrate_databases(databases, role_passwords)
+        return await _migrate_databases(
+            databases, role_passwords, queue_settings or contracts.QUEUE_SETTINGS
+        )
     url = databases.url(SERVICES[0])
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         applied = await migrate(conn)
@@ -87,14 +94,28 @@ async def shop_migrate(
                 conn, component, migrations_in(migrations_dir(component))
             )
             applied += [f"{component}/{v}" for v in versions]
+        for queue in contracts.CONSUMERS if queue_settings else ():
+            await _queue_create(conn, queue, queue_settings)
         async with conn.transaction():
             await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())  # type: ignore[arg-type]
             await grant_bus(conn)
     return applied
 
 
+async def _queue_create(
+    conn: psycopg.AsyncConnection, queue: str, settings: tuple[float, int, float, float]
+) -> None:
+    await conn.execute(
+        "SELECT pgcourier.queue_create(%s, visibility_timeout_s => %s,"
+        " max_attempts => %s, backoff_base_s => %s, backoff_max_s => %s)",
+        [queue, *settings],
+    )
+
+
 async def _migrate_databases(
-    databases: ShopDatabases, role_passwords: Mapping[str, str | None] | None
+    databases: ShopDatabases,
+    role_passwords: Mapping[str, str | None] | None,
+    queue_settings: tuple[float, int, float, float],
 ) -> list[str]:
     """A database per service: each gets the bus, the roles, its service's schema and
     its inbox; then the links between them; then bindings and grants, which name
@@ -112,11 +133,7 @@ async def _migrate_databases(
             applied += [f"{service}/{v}" for v in versions]
             inbox = inbox_of(service)
             if inbox is not None:
-                await conn.execute(
-                    "SELECT pgcourier.queue_create(%s, visibility_timeout_s => %s,"
-                    " max_attempts => %s, backoff_base_s => %s, backoff_max_s => %s)",
-                    [inbox, *contracts.QUEUE_SETTINGS],
-                )
+                await _queue_create(conn, inbox, queue_settings)
     for (sender, consumer), queues in link_pairs().items():
         report = await links.link(
             databases.url(sender), databases.url(consumer), queues=queues, mode=databases.link_mode

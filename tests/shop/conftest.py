@@ -22,11 +22,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcourier import Courier, Worker
+from services.shared import topology_db as _topology
 from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.contracts import contract
 from services.shared.database import role_url, shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
+from services.shared.topology_db import ShopDatabases
 
 # The tests' own key pair, fixed so that every process of a test run agrees on it.
 TEST_SIGNING_KEY = SigningKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -174,3 +176,60 @@ def acting(bus: Courier, service: str) -> Acting:
 def sender_of(kind: str) -> str:
     """The service whose messages of `kind` the contracts accept."""
     return contract(kind).sender
+
+
+def drop_shop_databases(server_url: str, databases: ShopDatabases) -> None:
+    """Drops a database-per-service shop: its subscriptions first (each in its own
+    database), then the slots they used, then the databases. A slot left behind
+    would keep the server's WAL forever."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for url in databases.distinct_urls():
+            name = str(conninfo_to_dict(url)["dbname"])
+            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if exists.fetchone() is None:
+                continue
+            with psycopg.connect(url, autocommit=True) as conn:
+                subscriptions = conn.execute(
+                    "SELECT subname FROM pg_subscription WHERE subdbid ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall()
+                for (sub,) in subscriptions:
+                    ident = sql.Identifier(sub)
+                    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+                    conn.execute(
+                        sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident)
+                    )
+                    conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+        for url in databases.distinct_urls():
+            name = str(conninfo_to_dict(url)["dbname"])
+            for (slot,) in admin.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", [name]
+            ).fetchall():
+                admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(params=["databases", "one"])
+def shop_databases(request: pytest.FixtureRequest, server_url: str) -> Iterator[ShopDatabases]:
+    """A fresh shop in each topology: a database per service linked by logical
+    replication (what runner.py starts by default), and one database for all. Migrated
+    as runner.py migrates, but with the tests' short leases and backoffs."""
+    base = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
+    url = make_conninfo(server_url, dbname=base)
+    databases = _topology.shop_databases(url, topology=request.param)
+    if request.param == "one":
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(base)))
+    try:
+        asyncio.run(
+            shop_migrate(
+                databases,
+                role_passwords=ROLE_PASSWORDS,
+                queue_settings=(TEST_LEASE_S, 10, TEST_BACKOFF_S, 30.0),
+            )
+        )
+        yield databases
+    finally:
+        drop_shop_databases(server_url, databases)

@@ -21,6 +21,7 @@ import pytest
 from runner import ShopKeys, kept_keys
 from services.demo import run_demo
 from services.shared.settings import ServiceSettings
+from services.shared.topology_db import ShopDatabases
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROLE_PASSWORDS
@@ -38,7 +39,7 @@ def free_port() -> int:
 
 @dataclass
 class RunningShop:
-    admin_url: str
+    databases: ShopDatabases
     urls: dict[str, str]
     supervisor: Supervisor
     ports: dict[str, int]
@@ -47,7 +48,7 @@ class RunningShop:
     def env(self, process: ServiceProcess) -> dict[str, str]:
         return process_env(
             process,
-            self.admin_url,
+            self.databases,
             **self.keys.settings(),
             saga_step_timeout_s=SAGA_STEP_TIMEOUT,
             admin_email=ADMIN_EMAIL,
@@ -79,17 +80,18 @@ class RunningShop:
 
 
 @pytest.fixture
-def shop(shop_url: str, tmp_path) -> Iterator[RunningShop]:
+def shop(shop_databases: ShopDatabases, tmp_path) -> Iterator[RunningShop]:
+    """Every process runner.py starts, in each topology (see shop_databases)."""
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
     running = RunningShop(
-        shop_url,
+        shop_databases,
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
         Supervisor(log_dir=tmp_path / "logs"),
         ports,
         kept_keys(tmp_path / "keys"),
     )
     try:
-        for process in processes(replicas=1):
+        for process in processes(replicas=1, topology=shop_databases.topology):
             running.supervisor.start(process, running.env(process))
         running.supervisor.wait_healthy(running.urls)
         yield running
@@ -119,7 +121,7 @@ def create_product(shop: RunningShop, admin: str, *, stock: int, price_cents: in
 
 def wait_known_to_orders(shop: RunningShop, product_id: str) -> None:
     """The orders service learns of products from events; wait until it has."""
-    with psycopg.connect(shop.admin_url) as conn:
+    with psycopg.connect(shop.databases.url("orders")) as conn:
         deadline = time.monotonic() + 20
         while (
             conn.execute(
@@ -318,7 +320,7 @@ def test_http_refuses_bad_input_and_other_customers_orders(shop: RunningShop) ->
             r = http.post(orders, headers=headers, **kwargs)
             assert r.status_code == status, (status, r.status_code, r.text[:200])
             assert "error" in r.json()
-        with psycopg.connect(shop.admin_url) as conn:
+        with psycopg.connect(shop.databases.url("orders")) as conn:
             assert conn.execute("SELECT count(*) FROM orders.order").fetchone() == (0,)
 
         r = http.post(
