@@ -45,7 +45,7 @@ class ShopDatabases:
 
     def distinct_urls(self) -> list[str]:
         """Each database once, in the services' order."""
-        return list(dict.fromkeys(self.urls[s] for s in SERVICES))
+        return list(dict.fromkeys(self.urls[s] for s in SERVICES if s in self.urls))
 
     @classmethod
     def one(cls, admin_url: str) -> ShopDatabases:

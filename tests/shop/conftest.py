@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -86,6 +87,20 @@ def shop_url(server_url: str, shop_template_url: str) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+def service_settings(service: str, database_url: str) -> ServiceSettings:
+    """A service's settings as the tests run it, connecting with database_url."""
+    return ServiceSettings(
+        service=service,
+        database_url=database_url,
+        token_keys=TEST_PUBLIC_KEYS,
+        service_secret=SERVICE_SECRET,
+        signing_key=TEST_SIGNING_KEY if service == "users" else None,
+        saga_step_timeout_s=TEST_STEP_TIMEOUT_S,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
+    )
 
 
 @pytest.fixture
@@ -178,48 +193,57 @@ def sender_of(kind: str) -> str:
     return contract(kind).sender
 
 
-def drop_shop_databases(server_url: str, databases: ShopDatabases) -> None:
-    """Drops a database-per-service shop: its subscriptions first (each in its own
-    database), then the slots they used, then the databases. A slot left behind
-    would keep the server's WAL forever."""
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        for url in databases.distinct_urls():
-            name = str(conninfo_to_dict(url)["dbname"])
-            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-            if exists.fetchone() is None:
-                continue
-            with psycopg.connect(url, autocommit=True) as conn:
-                subscriptions = conn.execute(
-                    "SELECT subname FROM pg_subscription WHERE subdbid ="
-                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ).fetchall()
-                for (sub,) in subscriptions:
-                    ident = sql.Identifier(sub)
-                    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-                    conn.execute(
-                        sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident)
-                    )
-                    conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
-        for url in databases.distinct_urls():
-            name = str(conninfo_to_dict(url)["dbname"])
-            for (slot,) in admin.execute(
+def drop_shop_databases(databases: ShopDatabases) -> None:
+    """Drops a shop's databases, wherever they are: every subscription first (each in
+    its own database; a slot in use cannot be dropped), then each database's slots,
+    then the databases. A slot left behind would keep its server's WAL forever."""
+    existing = []
+    for url in databases.distinct_urls():
+        server = make_conninfo(url, dbname="postgres")
+        name = str(conninfo_to_dict(url)["dbname"])
+        with psycopg.connect(server, autocommit=True) as admin:
+            if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                existing.append((server, name, url))
+    for _, _, url in existing:
+        with psycopg.connect(url, autocommit=True) as conn:
+            subscriptions = conn.execute(
+                "SELECT subname FROM pg_subscription WHERE subdbid ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchall()
+            for (sub,) in subscriptions:
+                ident = sql.Identifier(sub)
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+                conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+    for server, name, _ in existing:
+        with psycopg.connect(server, autocommit=True) as admin:
+            slots = admin.execute(
                 "SELECT slot_name FROM pg_replication_slots WHERE database = %s", [name]
-            ).fetchall():
-                admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+            ).fetchall()
+            for (slot,) in slots:
+                # A walsender may still be on its way out after the subscription went.
+                for _ in range(100):
+                    try:
+                        admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+                        break
+                    except psycopg.errors.ObjectInUse:
+                        time.sleep(0.05)
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
 
-@pytest.fixture(params=["databases", "one"])
-def shop_databases(request: pytest.FixtureRequest, server_url: str) -> Iterator[ShopDatabases]:
-    """A fresh shop in each topology: a database per service linked by logical
-    replication (what runner.py starts by default), and one database for all. Migrated
-    as runner.py migrates, but with the tests' short leases and backoffs."""
+@contextlib.contextmanager
+def made_shop_databases(
+    server_url: str, topology: str, *, env: dict[str, str] | None = None
+) -> Iterator[ShopDatabases]:
+    """A fresh, migrated shop in a topology (runner.py's way, with the tests' short
+    leases and backoffs), dropped afterwards whatever happens. env: as runner.py
+    reads it (SHOP_DATABASE_URL_<SERVICE> puts a service elsewhere)."""
     base = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
     url = make_conninfo(server_url, dbname=base)
-    databases = _topology.shop_databases(url, topology=request.param)
-    if request.param == "one":
+    databases = _topology.shop_databases(url, topology=topology, env=env)
+    if topology == "one":
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(base)))
     try:
@@ -232,4 +256,12 @@ def shop_databases(request: pytest.FixtureRequest, server_url: str) -> Iterator[
         )
         yield databases
     finally:
-        drop_shop_databases(server_url, databases)
+        drop_shop_databases(databases)
+
+
+@pytest.fixture(params=["databases", "one"])
+def shop_databases(request: pytest.FixtureRequest, server_url: str) -> Iterator[ShopDatabases]:
+    """A fresh shop in each topology: a database per service linked by logical
+    replication (what runner.py starts by default), and one database for all."""
+    with made_shop_databases(server_url, request.param) as databases:
+        yield databases
