@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -77,3 +78,15 @@ def database_url(server_url: str, template_url: str) -> Iterator[str]:
 async def courier(database_url: str) -> AsyncIterator[Courier]:
     async with Courier(database_url, pool_max_size=10) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def second_server() -> Iterator[Any]:
+    """Another embedded Postgres beside the first (its own folder and postmaster), for
+    links between servers; restartable (tests.chaos.postgres.RestartablePostgres)."""
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("needs the embedded server (a second one is started beside it)")
+    from tests.chaos.postgres import embedded
+
+    server = embedded(ROOT / ".pgdata-test-second")
+    yield server

@@ -7,16 +7,19 @@ database role) exactly as runner.py does, on free ports, against a fresh databas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from runner import ShopKeys, kept_keys
 from services.demo import run_demo
@@ -24,7 +27,8 @@ from services.shared.settings import ServiceSettings
 from services.shared.topology_db import ShopDatabases
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
-from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROLE_PASSWORDS
+from tests.chaos.postgres import RestartablePostgres
+from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROLE_PASSWORDS, made_shop_databases
 
 SAGA_STEP_TIMEOUT = 3.0
 MAX_OPEN_ORDERS = ServiceSettings.__dataclass_fields__["max_open_orders"].default
@@ -79,24 +83,31 @@ class RunningShop:
         return self.login(email, "password-123")
 
 
-@pytest.fixture
-def shop(shop_databases: ShopDatabases, tmp_path) -> Iterator[RunningShop]:
-    """Every process runner.py starts, in each topology (see shop_databases)."""
+@contextlib.contextmanager
+def started_shop(databases: ShopDatabases, log_dir: Path) -> Iterator[RunningShop]:
+    """Every process runner.py starts for these databases, on free ports."""
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
     running = RunningShop(
-        shop_databases,
+        databases,
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
-        Supervisor(log_dir=tmp_path / "logs"),
+        Supervisor(log_dir=log_dir / "logs"),
         ports,
-        kept_keys(tmp_path / "keys"),
+        kept_keys(log_dir / "keys"),
     )
     try:
-        for process in processes(replicas=1, topology=shop_databases.topology):
+        for process in processes(replicas=1, topology=databases.topology):
             running.supervisor.start(process, running.env(process))
         running.supervisor.wait_healthy(running.urls)
         yield running
     finally:
         running.supervisor.stop_all()
+
+
+@pytest.fixture
+def shop(shop_databases: ShopDatabases, tmp_path: Path) -> Iterator[RunningShop]:
+    """In each topology (see shop_databases)."""
+    with started_shop(shop_databases, tmp_path) as running:
+        yield running
 
 
 def auth(token: str) -> dict[str, str]:
@@ -160,6 +171,24 @@ def test_demo_scenario_every_saga_path_ends_as_expected(shop: RunningShop) -> No
         admin_password=ADMIN_PASSWORD,
         saga_step_timeout_s=SAGA_STEP_TIMEOUT,
     )
+
+
+def test_demo_scenario_with_the_orders_database_on_a_second_server(
+    server_url: str, second_server: RestartablePostgres, tmp_path: Path
+) -> None:
+    orders_db = make_conninfo(second_server.url, dbname=f"shop_orders_{uuid.uuid4().hex[:8]}")
+    env = {"SHOP_DATABASE_URL_ORDERS": orders_db}
+    with (
+        made_shop_databases(server_url, "databases", env=env) as databases,
+        started_shop(databases, tmp_path) as running,
+    ):
+        assert databases.url("orders") == orders_db
+        assert run_demo(
+            running.urls,
+            admin_email=ADMIN_EMAIL,
+            admin_password=ADMIN_PASSWORD,
+            saga_step_timeout_s=SAGA_STEP_TIMEOUT,
+        )
 
 
 async def place_many(shop: RunningShop, tokens: list[str], product_id: str, n: int) -> list[str]:

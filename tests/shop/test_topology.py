@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,11 +19,11 @@ from services.orders.handlers import setup as orders_setup
 from services.shared import contracts
 from services.shared.database import role_url
 from services.shared.topology_db import ShopDatabases, link_pairs
+from tests.chaos.postgres import RestartablePostgres
 from tests.helpers import running, wait_until
 from tests.shop.conftest import ROLE_PASSWORDS, made_shop_databases, service_settings
 
 SERVICES = ("users", "products", "orders", "payments")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -165,21 +164,10 @@ async def test_a_message_forged_by_another_service_across_a_link_is_dead_lettere
     assert "ForbiddenSenderError" in errors and "products_svc" in errors
 
 
-@pytest.fixture(scope="module")
-def second_server() -> Iterator[str]:
-    """Another embedded Postgres (its own data folder, its own postmaster)."""
-    if os.environ.get("DATABASE_URL"):
-        pytest.skip("needs the embedded server (a second one is started beside it)")
-    from pgcourier.embedded import EmbeddedPostgres
-
-    server = EmbeddedPostgres(ROOT / ".pgdata-test-second")
-    yield server.url
-
-
-def test_orders_on_a_second_server_confirms_orders_across_servers(
-    server_url: str, second_server: str
+def test_orders_on_a_second_server_exchanges_messages_both_ways(
+    server_url: str, second_server: RestartablePostgres
 ) -> None:
-    orders_db = make_conninfo(second_server, dbname=f"shop_orders_{os.getpid()}")
+    orders_db = make_conninfo(second_server.url, dbname=f"shop_orders_{os.getpid()}")
     with made_shop_databases(
         server_url, "databases", env={"SHOP_DATABASE_URL_ORDERS": orders_db}
     ) as databases:
