@@ -92,7 +92,7 @@ class Relay:
         but it has not been delivered either)."""
         cur = await sender.execute(
             "SELECT coalesce((SELECT min(id) FROM pgcourier.outbox WHERE target = %s),"
-            " (SELECT coalesce(max(id), 0) + 1 FROM pgcourier.outbox))",
+            " pgcourier.outbox_next_id())",
             [target],
         )
         row = await cur.fetchone()
