@@ -287,8 +287,11 @@ DECLARE
     n        bigint;
     total    bigint := 0;
 BEGIN
+    -- Only a sender by replication needs markers: a database that only receives (or
+    -- relays) would otherwise gather one a second for a day.
     INSERT INTO pgcourier.link_marker (lsn, snap)
-    SELECT pg_current_wal_insert_lsn(), pg_current_snapshot();
+    SELECT pg_current_wal_insert_lsn(), pg_current_snapshot()
+    WHERE EXISTS (SELECT 1 FROM pgcourier.link k WHERE k.mode = 'replication');
     FOR l IN SELECT * FROM pgcourier.link LOOP
         IF l.mode = 'replication' THEN
             SELECT s.confirmed_flush_lsn INTO confirmed
