@@ -123,13 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "privileges", parents=[common, listing], help="who may send to and consume each queue"
     )
     sub.add_parser("migrate", parents=[common], help="install or upgrade the schema")
-    link_cli.add_parsers(
-        sub,
-        common=common,
-        listing=listing,
-        positive_int=_positive_int,
-        positive_float=_positive_float,
-    )
+    numbers = {"positive_int": _positive_int, "positive_float": _positive_float}
+    link_cli.add_parsers(sub, common=common, listing=listing, **numbers)
     return parser
 
 
@@ -412,10 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        queues = getattr(args, "queue", None)
-        for queue in queues if isinstance(queues, list) else [queues]:
-            if queue is not None:
-                check_queue_name(queue)
+        queue = getattr(args, "queue", None)  # a list where repeatable (link --queue)
+        for name in queue if isinstance(queue, list) else [] if queue is None else [queue]:
+            check_queue_name(name)
         url = getattr(args, "database_url", None) or Settings.from_env().database_url
         if not url:
             print(f"error: {NO_DATABASE}", file=sys.stderr)
