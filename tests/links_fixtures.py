@@ -83,7 +83,10 @@ def drop_slots(server_url: str, databases: Sequence[str], *, within: float = 10.
                 if pid is not None:
                     conn.execute("SELECT pg_terminate_backend(%s)", [pid])
                     continue
-                with contextlib.suppress(psycopg.errors.ObjectInUse):
+                # In use again, or gone meanwhile: the next round tells.
+                with contextlib.suppress(
+                    psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject
+                ):
                     conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
             if time.monotonic() > deadline:
                 raise AssertionError(f"replication slots still in use: {slots}")
