@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from . import link_cli
 from .admin import Admin
 from .courier import Courier, wrap_driver_error
 from .errors import DatabaseError, PgCourierError, QueueNotFoundError
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "privileges", parents=[common, listing], help="who may send to and consume each queue"
     )
     sub.add_parser("migrate", parents=[common], help="install or upgrade the schema")
+    numbers = {"positive_int": _positive_int, "positive_float": _positive_float}
+    link_cli.add_parsers(sub, common=common, listing=listing, **numbers)
     return parser
 
 
@@ -378,6 +381,8 @@ async def run(args: argparse.Namespace, url: str) -> int:
     # One autocommit connection, passed to every call: a one-shot command needs no
     # pool, and a bad URL fails at once with the driver's reason.
     async with await _connect(url) as conn:
+        if args.command in link_cli.COMMANDS:
+            return await link_cli.COMMANDS[args.command](conn, url, args)
         admin = Admin(Courier(url, pool_min_size=1, pool_max_size=1))
         return await COMMANDS[args.command](admin, conn, args)
 
@@ -402,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        if getattr(args, "queue", None) is not None:
-            check_queue_name(args.queue)
+        queue = getattr(args, "queue", None)  # a list where repeatable (link --queue)
+        for name in queue if isinstance(queue, list) else [] if queue is None else [queue]:
+            check_queue_name(name)
         url = getattr(args, "database_url", None) or Settings.from_env().database_url
         if not url:
             print(f"error: {NO_DATABASE}", file=sys.stderr)

@@ -92,7 +92,7 @@ class Relay:
         but it has not been delivered either)."""
         cur = await sender.execute(
             "SELECT coalesce((SELECT min(id) FROM pgcourier.outbox WHERE target = %s),"
-            " (SELECT coalesce(max(id), 0) + 1 FROM pgcourier.outbox))",
+            " pgcourier.outbox_next_id())",
             [target],
         )
         row = await cur.fetchone()
@@ -129,6 +129,13 @@ class Relay:
         stop = stop or asyncio.Event()
         listener = asyncio.create_task(self._listen(stop))
 
+        async def wake_on_stop() -> None:
+            # Else a relay told to stop would wait out its poll interval first.
+            await stop.wait()
+            self._wake.set()
+
+        stopper = asyncio.create_task(wake_on_stop())
+
         async def step() -> None:
             # Cleared first: a notification that comes while relaying is not lost.
             self._wake.clear()
@@ -150,9 +157,10 @@ class Relay:
                 until=stop.is_set,
             )
         finally:
-            listener.cancel()
-            with contextlib.suppress(BaseException):
-                await listener
+            for task in (listener, stopper):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             await self.close()
 
     async def close(self) -> None:

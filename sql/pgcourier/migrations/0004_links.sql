@@ -86,6 +86,12 @@ CREATE TABLE pgcourier.outbox (
 );
 CREATE INDEX outbox_target_idx ON pgcourier.outbox (target, id);
 
+-- Above every id handed out so far (to rows kept, deleted, or still being written).
+CREATE FUNCTION pgcourier.outbox_next_id() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('pgcourier.outbox', 'id')), 0) + 1
+$$;
+
 -- Receiver side: which rows of which origin were delivered (deduplication).
 CREATE TABLE pgcourier.link_received (
     origin      text   NOT NULL,
@@ -219,8 +225,10 @@ BEGIN
                        'q_' || queue_name, role_name);
     ELSIF EXISTS (SELECT 1 FROM pgcourier.remote_queue r
                   WHERE r.queue_name = grant_send.queue_name) THEN
+        -- The outbox's insert policy reads remote_grant as the sending role.
         EXECUTE format('GRANT INSERT (queue_name, message, headers, delay_s), SELECT (id, sender)'
                        ' ON pgcourier.outbox TO %I', role_name);
+        EXECUTE format('GRANT SELECT ON pgcourier.remote_grant TO %I', role_name);
         INSERT INTO pgcourier.remote_grant (queue_name, role_name)
         VALUES (grant_send.queue_name, grant_send.role_name) ON CONFLICT DO NOTHING;
     ELSE
@@ -285,8 +293,11 @@ DECLARE
     n        bigint;
     total    bigint := 0;
 BEGIN
+    -- Only a sender by replication needs markers: a database that only receives (or
+    -- relays) would otherwise gather one a second for a day.
     INSERT INTO pgcourier.link_marker (lsn, snap)
-    SELECT pg_current_wal_insert_lsn(), pg_current_snapshot();
+    SELECT pg_current_wal_insert_lsn(), pg_current_snapshot()
+    WHERE EXISTS (SELECT 1 FROM pgcourier.link k WHERE k.mode = 'replication');
     FOR l IN SELECT * FROM pgcourier.link LOOP
         IF l.mode = 'replication' THEN
             SELECT s.confirmed_flush_lsn INTO confirmed
@@ -314,7 +325,9 @@ BEGIN
             -- Every id below the lowest one kept (or below the next id, if none is kept)
             -- is confirmed and gone: the receiver may forget them. A row still being
             -- written may have a lower id, but it has not been delivered yet either.
-            SELECT coalesce(min(o.id), (SELECT coalesce(max(id), 0) FROM pgcourier.outbox) + 1)
+            -- The next id is the sequence's, not max(id) + 1: pruning empties the
+            -- outbox, and an empty one would never let the receiver forget anything.
+            SELECT coalesce(min(o.id), pgcourier.outbox_next_id())
             INTO low FROM pgcourier.outbox o WHERE o.target = l.node AND o.forget_below IS NULL;
             IF low > l.forgotten_below + 1000 THEN
                 INSERT INTO pgcourier.outbox (target, forget_below) VALUES (l.node, low);
