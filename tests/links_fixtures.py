@@ -168,9 +168,18 @@ async def disable_subscription(sender: Node, receiver: Node) -> None:
     name = sql.Identifier(links.subscription_name(sender.name))
     async with await psycopg.AsyncConnection.connect(receiver.url, autocommit=True) as conn:
         await conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
-    slot = links.slot_name(sender.name, receiver.name)
+    slot = await link_slot(sender, receiver)
     query = "SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s"
     await wait_until(lambda: scalar_at(sender.url, query, [slot]))
+
+
+async def link_slot(sender: Node, receiver: Node) -> str:
+    """The replication slot the sender keeps for the link (as links.link named it)."""
+    slot = await scalar_at(
+        sender.url, "SELECT slot_name FROM pgcourier.link WHERE node = %s", [receiver.name]
+    )
+    assert isinstance(slot, str)
+    return slot
 
 
 async def nudge_at(url: str, *, stalled_s: float = 0.5) -> list[str]:

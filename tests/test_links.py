@@ -36,6 +36,7 @@ from tests.links_fixtures import (
     Node,
     disable_subscription,
     link_jobs,
+    link_slot,
     new_node_name,
     nudge_at,
     rows_at,
@@ -240,6 +241,49 @@ async def test_rows_delivered_twice_arrive_once_and_the_receiver_forgets_pruned_
     assert await scalar_at(receiver.url, "SELECT count(*) FROM pgmq.q_jobs") == n
 
 
+async def test_the_receiver_remembers_rows_of_transactions_running_when_told_to_forget(
+    nodes: tuple[Node, Node],
+) -> None:
+    # A sending transaction that runs while link_prune makes its "forget below" row may
+    # hold a lower id and be delivered before that row: it must not be forgotten, or a
+    # re-sync after a lost slot would deliver it twice.
+    sender, receiver = nodes
+    await link_jobs(sender, receiver)
+    async with Courier(sender.url) as out:
+        await out.send_batch("jobs", [{"n": i} for i in range(1_100)])
+    await wait_until(lambda: _count_jobs(receiver, 1_100))
+    async with (
+        await psycopg.AsyncConnection.connect(sender.url) as running,
+        await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
+        await psycopg.AsyncConnection.connect(receiver.url, autocommit=True) as to_conn,
+    ):
+        # Running, with an id, uncommitted: invisible to the prune's snapshot.
+        await running.execute(
+            "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
+            " VALUES ('jobs', '{\"n\": 1100}', '{}')"
+        )
+        cur = await running.execute("SELECT pg_current_xact_id()::text")
+        row = await cur.fetchone()
+        assert row is not None
+        running_xid = row[0]
+
+        async def control_rows() -> list[tuple]:
+            await links.prune(keeper)
+            rows = await links.fetch_outbox(keeper, receiver.name, limit=10_000)
+            return [r for r in rows if r[10] is not None]  # forget_below set
+
+        await wait_until(control_rows)
+        [control] = await control_rows()
+        assert int(control[11]) <= int(running_xid)  # forget_xmin
+        await running.commit()
+        await wait_until(lambda: _count_jobs(receiver, 1_101))
+        # As if the running row had arrived just before the control row: the control
+        # row, delivered again now, leaves its record alone.
+        await links.deliver_rows(to_conn, [control])
+    remembered = await rows_at(receiver.url, "SELECT xid::text FROM pgcourier.link_received")
+    assert remembered == [(running_xid,)]
+
+
 async def test_prune_deletes_confirmed_rows_and_keeps_those_a_disabled_subscription_has_not(
     nodes: tuple[Node, Node],
 ) -> None:
@@ -279,7 +323,7 @@ async def test_a_lost_slot_is_made_again_and_every_kept_row_arrives_once(
         await wait_until(lambda: _count_jobs(receiver, 2))
         # The slot is lost: nothing streams, and what is sent now waits in the outbox.
         await disable_subscription(sender, receiver)
-        slot = links.slot_name(sender.name, receiver.name)
+        slot = await link_slot(sender, receiver)
         await scalar_at(sender.url, "SELECT pg_drop_replication_slot(%s)", [slot])
         await out.send_batch("jobs", [{"n": n} for n in range(2, 7)])
         report = await links.link(sender.url, receiver.url, queues=["jobs"])

@@ -33,12 +33,12 @@ MIN_REPLICATION_VERSION = 160000
 # What a relay or a re-sync copies of an outbox row (xid stays the receiver's own).
 _OUTBOX_SELECT = (
     "SELECT id, origin, target, queue_name, message::text, headers::text, delay_s, sender,"
-    " created_at, forget_below FROM pgcourier.outbox"
+    " created_at, xid::text, forget_below, forget_xmin::text FROM pgcourier.outbox"
 )
 _OUTBOX_INSERT = (
     "INSERT INTO pgcourier.outbox (id, origin, target, queue_name, message, headers, delay_s,"
-    " sender, created_at, forget_below)"
-    " VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)"
+    " sender, created_at, xid, forget_below, forget_xmin)"
+    " VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s::xid8, %s, %s::xid8)"
 )
 
 

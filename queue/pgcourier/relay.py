@@ -88,19 +88,19 @@ class Relay:
         self, sender: psycopg.AsyncConnection, receiver: psycopg.AsyncConnection, target: str
     ) -> None:
         """Tells the receiver it may forget the ids it will never see again: those below
-        the lowest the sender still keeps (a row being written now may have a lower id,
-        but it has not been delivered either)."""
+        the lowest the sender still keeps, of transactions over when that was read (as
+        link_prune does for replication links)."""
         cur = await sender.execute(
             "SELECT coalesce((SELECT min(id) FROM pgcourier.outbox WHERE target = %s),"
-            " pgcourier.outbox_next_id())",
+            " pgcourier.outbox_next_id()), pg_snapshot_xmin(pg_current_snapshot())::text",
             [target],
         )
         row = await cur.fetchone()
         assert row is not None and self._origin is not None
         await receiver.execute(
-            "INSERT INTO pgcourier.outbox (origin, target, forget_below, id)"
-            " VALUES (%s, %s, %s, 0)",
-            [self._origin, target, row[0]],
+            "INSERT INTO pgcourier.outbox (origin, target, forget_below, forget_xmin, id)"
+            " VALUES (%s, %s, %s, %s::xid8, 0)",
+            [self._origin, target, row[0], row[1]],
         )
         self._forgotten_at = time.monotonic()
 

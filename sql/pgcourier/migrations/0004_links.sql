@@ -82,7 +82,11 @@ CREATE TABLE pgcourier.outbox (
     xid          xid8 NOT NULL DEFAULT pg_current_xact_id(),
     -- A control row, not a message: the receiver may forget the outbox ids of this
     -- origin below this one (they are confirmed and will never be sent again).
-    forget_below bigint
+    forget_below bigint,
+    -- ... of the rows whose transactions were over before this one began (see
+    -- link_prune: a row committed while the control row was being made may have a
+    -- lower id, and must be remembered until a later round).
+    forget_xmin  xid8
 );
 CREATE INDEX outbox_target_idx ON pgcourier.outbox (target, id);
 
@@ -96,6 +100,7 @@ $$;
 CREATE TABLE pgcourier.link_received (
     origin      text   NOT NULL,
     outbox_id   bigint NOT NULL,
+    xid         xid8,  -- the sending transaction's, in the sender
     PRIMARY KEY (origin, outbox_id)
 );
 
@@ -118,7 +123,7 @@ DECLARE
     sender text := m.sender || '@' || m.origin;
     reason text;
 BEGIN
-    INSERT INTO pgcourier.link_received (origin, outbox_id) VALUES (m.origin, m.id)
+    INSERT INTO pgcourier.link_received (origin, outbox_id, xid) VALUES (m.origin, m.id, m.xid)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RETURN;  -- delivered before (a relay retried, a re-sync)
@@ -175,7 +180,8 @@ BEGIN
     END IF;
     IF NEW.forget_below IS NOT NULL THEN
         DELETE FROM pgcourier.link_received r
-        WHERE r.origin = NEW.origin AND r.outbox_id < NEW.forget_below;
+        WHERE r.origin = NEW.origin AND r.outbox_id < NEW.forget_below
+          AND (NEW.forget_xmin IS NULL OR r.xid < NEW.forget_xmin);
         RETURN NULL;
     END IF;
     PERFORM pgcourier.outbox_deliver(NEW);
@@ -289,6 +295,7 @@ DECLARE
     l        record;
     confirmed pg_lsn;
     snap     pg_snapshot;
+    xmin     xid8;
     low      bigint;
     n        bigint;
     total    bigint := 0;
@@ -323,14 +330,19 @@ BEGIN
         END IF;
         IF l.mode = 'replication' THEN
             -- Every id below the lowest one kept (or below the next id, if none is kept)
-            -- is confirmed and gone: the receiver may forget them. A row still being
-            -- written may have a lower id, but it has not been delivered yet either.
-            -- The next id is the sequence's, not max(id) + 1: pruning empties the
-            -- outbox, and an empty one would never let the receiver forget anything.
-            SELECT coalesce(min(o.id), pgcourier.outbox_next_id())
-            INTO low FROM pgcourier.outbox o WHERE o.target = l.node AND o.forget_below IS NULL;
+            -- whose transaction was over when this statement began is confirmed and
+            -- gone: the receiver may forget it. A transaction still running then may
+            -- hold a lower id and commit (and be delivered) before the control row:
+            -- its xid is at or above the snapshot's xmin, so it is kept until a later
+            -- round. The next id is the sequence's, not max(id) + 1: pruning empties
+            -- the outbox, and an empty one would never let the receiver forget anything.
+            SELECT coalesce(min(o.id), pgcourier.outbox_next_id()),
+                   pg_snapshot_xmin(pg_current_snapshot())
+            INTO low, xmin
+            FROM pgcourier.outbox o WHERE o.target = l.node AND o.forget_below IS NULL;
             IF low > l.forgotten_below + 1000 THEN
-                INSERT INTO pgcourier.outbox (target, forget_below) VALUES (l.node, low);
+                INSERT INTO pgcourier.outbox (target, forget_below, forget_xmin)
+                VALUES (l.node, low, xmin);
                 UPDATE pgcourier.link SET forgotten_below = low WHERE node = l.node;
             END IF;
         END IF;
