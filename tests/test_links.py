@@ -541,3 +541,28 @@ async def test_a_link_keeper_prunes_the_sender_and_lets_the_receiver_forget(
     assert keeper.pruned >= 1_100 and keeper.nudged == 0
     # Markers are the sender's alone.
     assert await scalar_at(receiver.url, "SELECT count(*) FROM pgcourier.link_marker") == 0
+
+
+async def test_a_link_turned_to_a_relay_keeps_no_subscription_slot_or_publication(
+    nodes: tuple[Node, Node],
+) -> None:
+    sender, receiver = nodes
+    await link_jobs(sender, receiver)
+    report = await links.link(sender.url, receiver.url, queues=["jobs"], mode="relay")
+    assert report.mode == "relay"
+    subscriptions = "SELECT count(*) FROM pg_subscription WHERE subname = %s"
+    name = links.subscription_name(sender.name)
+    assert await scalar_at(receiver.url, subscriptions, [name]) == 0
+    slots = "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+    assert await scalar_at(sender.url, slots) == 0
+    publications = "SELECT count(*) FROM pg_publication"
+    assert await scalar_at(sender.url, publications) == 0
+    # And the relay alone carries what is sent now.
+    async with Courier(sender.url) as out:
+        await out.send_batch("jobs", [{"n": i} for i in range(3)])
+    relay = Relay(sender.url, receiver.url)
+    try:
+        assert await relay.run_once() == 3
+    finally:
+        await relay.close()
+    assert await _payloads(receiver) == [0, 1, 2]
