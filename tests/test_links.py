@@ -566,3 +566,30 @@ async def test_a_link_turned_to_a_relay_keeps_no_subscription_slot_or_publicatio
     finally:
         await relay.close()
     assert await _payloads(receiver) == [0, 1, 2]
+
+
+async def test_privileges_list_who_may_send_to_a_remote_queue(nodes: tuple[Node, Node]) -> None:
+    sender, receiver = nodes
+    await link_jobs(sender, receiver)
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+        try:
+            await conn.execute("SELECT pgcourier.grant_send('jobs', %s)", [role])
+            cur = await conn.execute(
+                "SELECT queue, may_send, may_consume FROM pgcourier.queue_privileges"
+                " WHERE role = %s",
+                [role],
+            )
+            assert await cur.fetchall() == [("jobs", True, False)]
+        finally:
+            await conn.execute("SELECT pgcourier.revoke_queue('jobs', %s)", [role])
+            await conn.execute(
+                sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA pgcourier, pgmq FROM {}").format(
+                    sql.Identifier(role)
+                )
+            )
+            await conn.execute(
+                sql.SQL("REVOKE ALL ON SCHEMA pgcourier, pgmq FROM {}").format(sql.Identifier(role))
+            )
+            await conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

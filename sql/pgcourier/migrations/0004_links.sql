@@ -463,3 +463,21 @@ GRANT USAGE ON SCHEMA pgcourier TO PUBLIC;
 -- remote_grant too: the outbox's row-level security reads it as the sending role.
 GRANT SELECT ON pgcourier.remote_queue, pgcourier.remote_binding, pgcourier.remote_grant,
     pgcourier.node TO PUBLIC;
+
+-- Who may send to and consume each queue, remote queues included (a remote queue is
+-- consumed in its own database; here only sending to it is granted).
+CREATE OR REPLACE VIEW pgcourier.queue_privileges AS
+SELECT m.queue_name AS queue, r.rolname AS role,
+       has_any_column_privilege(r.oid, format('pgmq.%I', 'q_' || m.queue_name)::regclass, 'INSERT')
+           AS may_send,
+       has_table_privilege(r.oid, format('pgmq.%I', 'q_' || m.queue_name)::regclass, 'DELETE')
+           AS may_consume
+FROM pgmq.meta m
+CROSS JOIN pg_roles r
+WHERE r.rolname !~ '^pg_'
+  AND NOT r.rolsuper
+  AND (has_any_column_privilege(r.oid, format('pgmq.%I', 'q_' || m.queue_name)::regclass, 'INSERT')
+       OR has_table_privilege(r.oid, format('pgmq.%I', 'q_' || m.queue_name)::regclass, 'DELETE'))
+UNION ALL
+SELECT g.queue_name, g.role_name, true, false
+FROM pgcourier.remote_grant g;
