@@ -235,14 +235,18 @@ def drop_shop_databases(databases: ShopDatabases) -> None:
 
 @contextlib.contextmanager
 def made_shop_databases(
-    server_url: str, topology: str, *, env: dict[str, str] | None = None
+    server_url: str,
+    topology: str,
+    *,
+    env: dict[str, str] | None = None,
+    link_mode: str = "replication",
 ) -> Iterator[ShopDatabases]:
     """A fresh, migrated shop in a topology (runner.py's way, with the tests' short
     leases and backoffs), dropped afterwards whatever happens. env: as runner.py
     reads it (SHOP_DATABASE_URL_<SERVICE> puts a service elsewhere)."""
     base = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
     url = make_conninfo(server_url, dbname=base)
-    databases = _topology.shop_databases(url, topology=topology, env=env)
+    databases = _topology.shop_databases(url, topology=topology, link_mode=link_mode, env=env)
     if topology == "one":
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(base)))
@@ -259,9 +263,12 @@ def made_shop_databases(
         drop_shop_databases(databases)
 
 
-@pytest.fixture(params=["databases", "one"])
+@pytest.fixture(params=["databases", "relay", "one"])
 def shop_databases(request: pytest.FixtureRequest, server_url: str) -> Iterator[ShopDatabases]:
     """A fresh shop in each topology: a database per service linked by logical
-    replication (what runner.py starts by default), and one database for all."""
-    with made_shop_databases(server_url, request.param) as databases:
+    replication (what runner.py starts by default), the same linked by relays, and
+    one database for all."""
+    topology = "one" if request.param == "one" else "databases"
+    link_mode = "relay" if request.param == "relay" else "replication"
+    with made_shop_databases(server_url, topology, link_mode=link_mode) as databases:
         yield databases
