@@ -101,16 +101,25 @@ class Connections:
     def rows(self, service: str, name: str, params: object = None) -> list[tuple]:
         return self.of(service).execute(query(name), params).fetchall()  # type: ignore[arg-type]
 
+    def rollback(self) -> None:
+        for conn in self._by_url.values():
+            conn.rollback()
+
 
 @contextmanager
 def connections(
-    databases: ShopDatabases | str, *, connect_timeout: int | None = None
+    databases: ShopDatabases | str,
+    *,
+    connect_timeout: int | None = None,
+    autocommit: bool = True,
 ) -> Iterator[Connections]:
+    """autocommit=False: one transaction per database, committed at the end unless
+    rolled back (tests break a shop and check it in transactions they roll back)."""
     databases = ShopDatabases.one(databases) if isinstance(databases, str) else databases
     with ExitStack() as stack:
         by_url = {
             url: stack.enter_context(
-                psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
+                psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
             )
             for url in databases.distinct_urls()
         }
@@ -204,19 +213,23 @@ def cross_service_checks(conns: Connections, initial_stock: dict[str, int]) -> l
 
 
 def check_all(
-    databases: ShopDatabases | str,
+    databases: ShopDatabases | str | Connections,
     initial_stock: dict[str, int],
     clients: ClientStats,
     *,
     postgres_restarts: int = 0,
 ) -> list[Check]:
-    """databases: where each service's data is (or the one database's URL)."""
+    """databases: where each service's data is (or the one database's URL), or
+    connections to them already open."""
+    if not isinstance(databases, Connections):
+        with connections(databases) as conns:
+            return check_all(conns, initial_stock, clients, postgres_restarts=postgres_restarts)
+    conns = databases
     accepted = len(clients.accepted)
-    with connections(databases) as conns:
-        load_run(conns.of("orders"), clients)
-        checks = cross_service_checks(conns, initial_stock)
-        checks += [_sql_check(conns, name, parts) for name, parts in SQL_CHECKS]
-        row = conns.of("orders").execute(query("check_fault_cancelled")).fetchone()  # type: ignore[arg-type]
+    load_run(conns.of("orders"), clients)
+    checks = cross_service_checks(conns, initial_stock)
+    checks += [_sql_check(conns, name, parts) for name, parts in SQL_CHECKS]
+    row = conns.of("orders").execute(query("check_fault_cancelled")).fetchone()  # type: ignore[arg-type]
     assert row is not None
     allowed = FAULT_CANCELLED_PER_RESTART * postgres_restarts + int(
         accepted * FAULT_CANCELLED_PER_ORDER

@@ -16,7 +16,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,11 +176,13 @@ def fresh_shop(
     topology: str = "databases",
     link_mode: str = "replication",
     keep: bool = False,
+    role_passwords: Mapping[str, str | None] = ROLE_PASSWORDS,
 ) -> Iterator[ShopDatabases]:
     """New databases with the shop migrated into them, as runner.py migrates: a database
     per service on server_url's server, linked (topology databases), or one database.
     Dropped afterwards, failure or not (subscriptions, then slots, then databases),
-    unless keep."""
+    unless keep. role_passwords: the service roles' (the server's, not the shop's: on
+    a server other tests use, theirs)."""
     base = f"{DATABASE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
     # Every database on the server the suite restarts: SHOP_DATABASE_URL_<SERVICE> is
     # not read, as another server would not be crashed with it.
@@ -191,7 +193,7 @@ def fresh_shop(
         if topology == "one":
             with _admin(server_url) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(base)))
-        asyncio.run(shop_migrate(databases, role_passwords=ROLE_PASSWORDS))
+        asyncio.run(shop_migrate(databases, role_passwords=role_passwords))
         yield databases
     finally:
         if not keep:

@@ -9,7 +9,6 @@ restarts its server with `-m immediate` and must never crash the one other tests
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,66 +16,37 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from pgcourier.keeper import LinkKeeper
-from services.shared.database import shop_migrate
-from services.shared.settings import SERVICES
-from services.shared.topology_db import TOPOLOGIES, ShopDatabases, shop_databases
+from services.shared.topology_db import TOPOLOGIES, ShopDatabases
 from tests.chaos.clients import ClientStats, Placed
 from tests.chaos.faults import watch_catch_up
 from tests.chaos.invariants import Connections, check_all, connections
-from tests.chaos.shop import database_name, drop_replication, drop_shop
+from tests.chaos.shop import fresh_shop
 from tests.shop.conftest import ROLE_PASSWORDS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
-def per_service_templates(server_url: str) -> Iterator[ShopDatabases]:
-    """A database per service, migrated and linked as runner.py does it, once: each
-    test's databases are copies. Its subscriptions and slots are dropped then (a
-    template must have no connection, and a copy gets no subscription anyway); its
-    links stay declared, so a copy keeps its outbox, with no slot to confirm it."""
-    base = f"pgcourier_shop_chaostpl_{os.getpid()}"
-    databases = shop_databases(make_conninfo(server_url, dbname=base), topology="databases")
-    drop_shop(server_url, databases.distinct_urls())  # left by a killed session
-    try:
-        asyncio.run(shop_migrate(databases, role_passwords=ROLE_PASSWORDS))
-        drop_replication(server_url, databases.distinct_urls())
-        yield databases
-    finally:
-        drop_shop(server_url, databases.distinct_urls())
+def chaos_shop(request: pytest.FixtureRequest, server_url: str) -> Iterator[ShopDatabases]:
+    """An empty shop in the topology given (indirect parametrization), migrated and
+    linked as the fault suite does it, once per topology: each test breaks it in
+    transactions it rolls back (see `conns`)."""
+    with fresh_shop(server_url, topology=request.param, role_passwords=ROLE_PASSWORDS) as shop:
+        yield shop
 
 
 @pytest.fixture
-def shop(request: pytest.FixtureRequest, server_url: str) -> Iterator[ShopDatabases]:
-    """A fresh, empty shop in the topology given (indirect parametrization)."""
-    if request.param == "one":
-        yield ShopDatabases.one(request.getfixturevalue("shop_url"))
-        return
-    templates: ShopDatabases = request.getfixturevalue("per_service_templates")
-    base = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
-    urls = {s: make_conninfo(server_url, dbname=f"{base}_{s}") for s in SERVICES}
-    with psycopg.connect(server_url, autocommit=True) as conn:
+def conns(chaos_shop: ShopDatabases) -> Iterator[Connections]:
+    """A transaction in each of the shop's databases, rolled back after the test: what
+    a test writes, and the chaos schema the checks load, are seen by the checks run on
+    these connections, and by nothing else."""
+    with connections(chaos_shop, autocommit=False) as found:
         try:
-            for service in SERVICES:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(database_name(urls[service])),
-                        sql.Identifier(database_name(templates.url(service))),
-                    )
-                )
-            yield ShopDatabases("databases", urls)
+            yield found
         finally:
-            # Copies have no subscription and no slot: the databases are all there is.
-            for url in urls.values():
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(database_name(url))
-                    )
-                )
+            found.rollback()
 
 
 def _order(
@@ -144,16 +114,16 @@ def _consistent_shop(conns: Connections) -> tuple[str, str, dict[str, int], Clie
     return product_id, order_id, {product_id: 10}, clients
 
 
-def _failed(databases: ShopDatabases, initial: dict[str, int], clients: ClientStats) -> set[str]:
-    checks = check_all(databases, initial, clients, postgres_restarts=1)
+def _failed(conns: Connections, initial: dict[str, int], clients: ClientStats) -> set[str]:
+    checks = check_all(conns, initial, clients, postgres_restarts=1)
     return {c.name for c in checks if not c.ok}
 
 
-@pytest.mark.parametrize("shop", TOPOLOGIES, indirect=True)
-def test_checks_pass_on_a_consistent_shop(shop: ShopDatabases) -> None:
-    with connections(shop) as conns:
-        _, _, initial, clients = _consistent_shop(conns)
-    assert _failed(shop, initial, clients) == set()
+# scope="module": the tests are grouped by topology, so each shop is made once.
+@pytest.mark.parametrize("chaos_shop", TOPOLOGIES, indirect=True, scope="module")
+def test_checks_pass_on_a_consistent_shop(conns: Connections) -> None:
+    _, _, initial, clients = _consistent_shop(conns)
+    assert _failed(conns, initial, clients) == set()
 
 
 Breaking = Callable[[Connections, str, str, ClientStats], None]
@@ -203,15 +173,13 @@ def _dead_letter(service: str, error: str) -> Breaking:
     return breaking
 
 
-# name: (how to break a consistent shop, the checks that must fail, the topologies
-# where it can happen: links exist only with a database per service).
-BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
+# name: (how to break a consistent shop, the checks that must fail).
+BREAKAGES: dict[str, tuple[Breaking, set[str]]] = {
     "a unit vanished from the shelf": (
         _sql(
             ("products", "UPDATE products.product SET stock = 7 WHERE product_id = %(product_id)s")
         ),
         {"stock conserved"},
-        TOPOLOGIES,
     ),
     "a unit sold beyond the stock": (
         _sql(
@@ -226,7 +194,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             ),
         ),
         {"no unit oversold", "stock conserved", "provider ledger agrees"},
-        TOPOLOGIES,
     ),
     "a cent went missing": (
         _sql(
@@ -236,7 +203,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"money conserved (cents off)", "payment matches its order", "provider ledger agrees"},
-        TOPOLOGIES,
     ),
     "a payment taken twice": (
         # The schema forbids it (one payment per order): only a shop that lost that
@@ -250,7 +216,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             ),
         ),
         {"no payment taken twice", "payment matches its order"},
-        TOPOLOGIES,
     ),
     "a capture reported twice": (
         _sql(
@@ -261,7 +226,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"no payment taken twice"},
-        TOPOLOGIES,
     ),
     "an order no client was given": (
         _sql(
@@ -272,7 +236,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"no order created twice", "one order per Idempotency-Key"},
-        TOPOLOGIES,
     ),
     "a card captured twice by the provider": (
         _sql(
@@ -284,7 +247,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"provider ledger agrees"},
-        TOPOLOGIES,
     ),
     "a key answered with another order": (
         _sql(
@@ -295,7 +257,6 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"one order per Idempotency-Key"},
-        TOPOLOGIES,
     ),
     "an order left pending": (
         _sql(
@@ -305,35 +266,38 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"every order final", "money conserved (cents off)", "stock conserved"},
-        TOPOLOGIES,
     ),
     "a message left on the orders' queue": (
         _sql(("orders", "SELECT pgmq.send('orders_inbox', '{}'::jsonb)")),
         {"queues drained"},
-        TOPOLOGIES,
     ),
     "a message left on the payments' queue": (
         _sql(("payments", "SELECT pgmq.send('payments_inbox', '{}'::jsonb)")),
         {"queues drained"},
-        TOPOLOGIES,
     ),
     "a dead letter": (
         _dead_letter("orders", "handler failed"),
         {"no dead letters"},
-        TOPOLOGIES,
     ),
     "a dead letter in the products' database": (
         _dead_letter("products", "handler failed"),
         {"no dead letters"},
-        TOPOLOGIES,
     ),
     "a row a link could not deliver": (
         _dead_letter("payments", "undeliverable: no queue here"),
         {"no dead letters", "no row undeliverable"},
-        TOPOLOGIES,
     ),
+    "a declined card confirmed": (_declined_card_confirmed, {"no bad card confirmed"}),
+    "sagas a fault cancelled": (_fault_cancelled, {"sagas a fault cancelled"}),
+    "a 500 seen by a client": (_server_error, {"no 500s seen by clients"}),
+    "a request never answered": (_abandoned, {"every request answered"}),
+}
+
+
+# Links exist only with a database per service.
+LINK_BREAKAGES: dict[str, tuple[Breaking, set[str]]] = {
     "a row its receiver never confirmed": (
-        # No subscription confirms it: the keeper would keep it (and the drain wait).
+        # Kept until its receiver confirms it; rolled back here, it never reaches one.
         _sql(
             (
                 "orders",
@@ -342,31 +306,30 @@ BREAKAGES: dict[str, tuple[Breaking, set[str], tuple[str, ...]]] = {
             )
         ),
         {"link outboxes emptied"},
-        ("databases",),
     ),
     "rows dropped past a link's retention": (
         _sql(("users", "UPDATE pgcourier.link SET expired = 2 WHERE node = 'orders'")),
         {"link outboxes emptied"},
-        ("databases",),
     ),
-    "a declined card confirmed": (_declined_card_confirmed, {"no bad card confirmed"}, TOPOLOGIES),
-    "sagas a fault cancelled": (_fault_cancelled, {"sagas a fault cancelled"}, TOPOLOGIES),
-    "a 500 seen by a client": (_server_error, {"no 500s seen by clients"}, TOPOLOGIES),
-    "a request never answered": (_abandoned, {"every request answered"}, TOPOLOGIES),
 }
 
 
-@pytest.mark.parametrize(
-    ("shop", "breakage"),
-    [(t, b) for b, (_, _, topologies) in BREAKAGES.items() for t in topologies],
-    indirect=["shop"],
-)
-def test_each_broken_invariant_is_reported_by_name(shop: ShopDatabases, breakage: str) -> None:
-    breaking, expected, _ = BREAKAGES[breakage]
-    with connections(shop) as conns:
-        product_id, order_id, initial, clients = _consistent_shop(conns)
-        breaking(conns, product_id, order_id, clients)
-    assert _failed(shop, initial, clients) == expected
+@pytest.mark.parametrize("chaos_shop", TOPOLOGIES, indirect=True, scope="module")
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_each_broken_invariant_is_reported_by_name(conns: Connections, breakage: str) -> None:
+    breaking, expected = BREAKAGES[breakage]
+    product_id, order_id, initial, clients = _consistent_shop(conns)
+    breaking(conns, product_id, order_id, clients)
+    assert _failed(conns, initial, clients) == expected
+
+
+@pytest.mark.parametrize("chaos_shop", ["databases"], indirect=True, scope="module")
+@pytest.mark.parametrize("breakage", list(LINK_BREAKAGES))
+def test_each_broken_link_invariant_is_reported_by_name(conns: Connections, breakage: str) -> None:
+    breaking, expected = LINK_BREAKAGES[breakage]
+    product_id, order_id, initial, clients = _consistent_shop(conns)
+    breaking(conns, product_id, order_id, clients)
+    assert _failed(conns, initial, clients) == expected
 
 
 @pytest.mark.parametrize("shop_databases", ["databases"], indirect=True)
