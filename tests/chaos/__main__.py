@@ -2,8 +2,10 @@
 
 Runs the whole shop (two worker replicas per consuming service) on a Postgres it may
 restart, places orders from concurrent clients while killing workers, crashing Postgres
-and dropping LISTEN connections, then checks in SQL that nothing was lost, doubled or
-oversold. Prints a table; exits 1 naming every check that failed.
+and dropping LISTEN connections (with a database per service, the default, also
+terminating the links' apply workers and killing the links keeper), then checks each
+service's tables that nothing was lost, doubled or oversold. Prints a table; exits 1
+naming every check that failed.
 
 The server is the embedded one in .pgdata-chaos, never DATABASE_URL's unless
 --restart-database-url names its data folder: that server will be restarted with
@@ -19,6 +21,8 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from services.shared.topology_db import LINK_MODES, TOPOLOGIES
 
 from . import postgres
 from .run import Options, run
@@ -53,7 +57,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="use DATABASE_URL's server, restarting it with pg_ctl -D PGDATA (it WILL be crashed)",
     )
     parser.add_argument("--pg-ctl", help="pg_ctl to restart DATABASE_URL's server with")
-    parser.add_argument("--keep-database", action="store_true", help="keep the run's database")
+    parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default=os.environ.get("SHOP_TOPOLOGY") or "databases",
+        help="a database per service (default), or one for all; as runner.py's",
+    )
+    parser.add_argument(
+        "--link-mode",
+        choices=LINK_MODES,
+        default=os.environ.get("SHOP_LINK_MODE") or "replication",
+        help="how messages cross databases: logical replication (default) or relays",
+    )
+    parser.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="keep the run's databases (until the next run on the same server drops them)",
+    )
     args = parser.parse_args(argv)
     if min(args.minutes, args.clients, args.drain_seconds, args.step_timeout) <= 0:
         parser.error("every number must be positive")
@@ -86,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 step_timeout_s=args.step_timeout,
                 keep_database=args.keep_database,
+                topology=args.topology,
+                link_mode=args.link_mode,
+                # The suite's own embedded server only: DATABASE_URL's may hold others'.
+                drop_leftovers=not args.restart_database_url,
             ),
         )
     finally:

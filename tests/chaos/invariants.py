@@ -1,15 +1,30 @@
-"""What must hold after the faults, checked in SQL against the shop's own tables.
+"""What must hold after the faults, checked against the shop's own tables, each
+service's read in its own database.
 
-Each check is one query file in sql/ returning (value, detail); a check fails when
-its value is above what it allows (nothing, for all but the fault-cancelled sagas).
+A check whose facts all live in one database is a query file in sql/ run there and
+returning (value, detail): the orders' checks run in the orders database, where what
+the clients saw is loaded next to the orders (schema chaos); the pgcourier checks
+(queues, dead letters, links) run in every database and add up. A check comparing two
+services (stock sold against stock left, money taken against orders confirmed) reads
+each service's facts from its database and compares them here. In the one topology
+every service's database is the same one; the checks are the same.
+
+A check fails when its value is above what it allows (nothing, for all but the
+fault-cancelled sagas).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from services.shared.settings import SERVICES
+from services.shared.topology_db import ShopDatabases
 
 from .clients import ClientStats
 
@@ -26,6 +41,9 @@ SQL = Path(__file__).parent / "sql"
 FAULT_CANCELLED_PER_RESTART = 3
 FAULT_CANCELLED_PER_ORDER = 0.001
 
+# Run in every database, added up.
+EVERY = "every database"
+
 
 @dataclass(frozen=True)
 class Check:
@@ -39,20 +57,22 @@ class Check:
         return self.value <= self.allowed
 
 
-# (name, query file); each allows nothing.
-SQL_CHECKS = (
-    ("no unit oversold", "check_oversold"),
-    ("stock conserved", "check_stock_conserved"),
-    ("money conserved (cents off)", "check_money"),
-    ("payment matches its order", "check_payment_matches_order"),
-    ("no payment taken twice", "check_charged_twice"),
-    ("provider ledger agrees", "check_provider_ledger"),
-    ("no order created twice", "check_orders_twice"),
-    ("one order per Idempotency-Key", "check_one_order_per_key"),
-    ("every order final", "check_final"),
-    ("queues drained", "check_queues_drained"),
-    ("no dead letters", "check_dead_letters"),
-    ("no bad card confirmed", "check_card_outcomes"),
+# (name, [(whose database, query file)]): each part runs in that service's database
+# (or in every one) and the values add up; each check allows nothing.
+SQL_CHECKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "no payment taken twice",
+        (("payments", "check_charged_twice"), ("orders", "check_reported_twice")),
+    ),
+    ("provider ledger agrees", (("payments", "check_provider_ledger"),)),
+    ("no order created twice", (("orders", "check_orders_twice"),)),
+    ("one order per Idempotency-Key", (("orders", "check_one_order_per_key"),)),
+    ("every order final", (("orders", "check_final"),)),
+    ("queues drained", ((EVERY, "check_queues_drained"),)),
+    ("no dead letters", ((EVERY, "check_dead_letters"),)),
+    ("no bad card confirmed", (("orders", "check_card_outcomes"),)),
+    ("link outboxes emptied", ((EVERY, "check_links_drained"),)),
+    ("no row undeliverable", ((EVERY, "check_undeliverable"),)),
 )
 
 
@@ -60,14 +80,57 @@ def query(name: str) -> str:
     return (SQL / f"{name}.sql").read_text()
 
 
-def load_run(conn: psycopg.Connection, initial_stock: dict[str, int], clients: ClientStats) -> None:
-    """Puts what the suite knows next to the shop's tables (schema chaos)."""
+class Connections:
+    """One connection per database of the shop, by service (the same one for every
+    service in the one topology)."""
+
+    def __init__(self, databases: ShopDatabases, by_url: dict[str, psycopg.Connection]) -> None:
+        self.databases = databases
+        self._by_url = by_url
+
+    def of(self, service: str) -> psycopg.Connection:
+        return self._by_url[self.databases.url(service)]
+
+    def every(self) -> Iterator[tuple[str, psycopg.Connection]]:
+        """(whose database, connection) for each database once: the services' names
+        in the databases topology, '' in the one topology."""
+        for url in self.databases.distinct_urls():
+            owners = [s for s in SERVICES if self.databases.url(s) == url]
+            yield ("" if len(owners) == len(SERVICES) else "+".join(owners)), self._by_url[url]
+
+    def rows(self, service: str, name: str, params: object = None) -> list[tuple]:
+        return self.of(service).execute(query(name), params).fetchall()  # type: ignore[arg-type]
+
+    def rollback(self) -> None:
+        for conn in self._by_url.values():
+            conn.rollback()
+
+
+@contextmanager
+def connections(
+    databases: ShopDatabases | str,
+    *,
+    connect_timeout: int | None = None,
+    autocommit: bool = True,
+) -> Iterator[Connections]:
+    """autocommit=False: one transaction per database, committed at the end unless
+    rolled back (tests break a shop and check it in transactions they roll back)."""
+    databases = ShopDatabases.one(databases) if isinstance(databases, str) else databases
+    with ExitStack() as stack:
+        by_url = {
+            url: stack.enter_context(
+                psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
+            )
+            for url in databases.distinct_urls()
+        }
+        yield Connections(databases, by_url)
+
+
+def load_run(conn: psycopg.Connection, clients: ClientStats) -> None:
+    """Puts what the clients saw next to the orders' tables (schema chaos)."""
     conn.execute("DROP SCHEMA IF EXISTS chaos CASCADE")
     conn.execute(query("chaos_schema"))  # type: ignore[arg-type]
     with conn.cursor() as cur:
-        with cur.copy("COPY chaos.product_initial (product_id, stock) FROM STDIN") as copy:
-            for product_id, stock in initial_stock.items():
-                copy.write_row((product_id, stock))
         with cur.copy("COPY chaos.placed (key, card, order_id, refused) FROM STDIN") as copy:
             for p in clients.placed:
                 copy.write_row((p.key, p.card, p.order_id, p.refused))
@@ -77,31 +140,101 @@ def load_run(conn: psycopg.Connection, initial_stock: dict[str, int], clients: C
                     copy.write_row((p.key, order_id))
 
 
-def _one(conn: psycopg.Connection, name: str) -> tuple[int, str]:
-    row = conn.execute(query(name)).fetchone()  # type: ignore[arg-type]
-    assert row is not None
-    return int(row[0]), row[1] or ""
+def _sql_check(conns: Connections, name: str, parts: tuple[tuple[str, str], ...]) -> Check:
+    value, details = 0, []
+    for whose, file in parts:
+        targets = list(conns.every()) if whose == EVERY else [("", conns.of(whose))]
+        for owner, conn in targets:
+            row = conn.execute(query(file)).fetchone()  # type: ignore[arg-type]
+            assert row is not None
+            value += int(row[0])
+            if row[0] and row[1]:
+                details.append(f"{owner}: {row[1]}" if owner else row[1])
+    return Check(name, value, 0, "; ".join(details))
+
+
+def _first(found: list[str], n: int = 3) -> str:
+    return "; ".join(found[:n])
+
+
+def cross_service_checks(conns: Connections, initial_stock: dict[str, int]) -> list[Check]:
+    """The checks comparing two services' facts, each read in its own database."""
+    sold = {p: int(u) for p, u in conns.rows("orders", "orders_sold")}
+    stock = {p: int(s) for p, s in conns.rows("products", "products_stock", [list(initial_stock)])}
+    reserved = {p: int(u) for p, u in conns.rows("products", "products_reserved")}
+    orders = conns.rows("orders", "orders")
+    payments_of: dict[str, list[tuple]] = defaultdict(list)
+    for row in conns.rows("payments", "payments"):
+        payments_of[row[0]].append(row)
+    captured, refunded = conns.rows("payments", "figures_payments")[0]
+
+    # Products that sold more units than they had, or whose stock went below zero
+    # (or that products no longer has).
+    oversold = []
+    for product, had in initial_stock.items():
+        units, now = sold.get(product, 0), stock.get(product)
+        if now is None or now < 0 or units > had:
+            oversold.append(f"{product}: had {had}, sold {units}, stock now {now}")
+    # Per product: what left the shelf (initial - stock) is what the confirmed orders
+    # bought, and is what products still holds as reserved; every other unit came back.
+    unconserved = []
+    for product, had in initial_stock.items():
+        units, now, held = sold.get(product, 0), stock.get(product), reserved.get(product, 0)
+        if now is None or had - now != units or held != units:
+            unconserved.append(f"{product}: had {had}, stock {now}, sold {units}, reserved {held}")
+    # Money conserved to the cent: captured minus refunded is what the confirmed orders
+    # cost.
+    held_cents = int(captured) - int(refunded)
+    sold_cents = sum(int(total) for _, status, total in orders if status == "confirmed")
+    # Per order: a confirmed order has one captured payment of its total; a final
+    # order has no money still captured or a charge still pending.
+    mismatched = []
+    for order_id, status, total in sorted(orders):
+        for payment in payments_of.get(order_id) or [(order_id, None, None, None)]:
+            _, paid_status, amount, _ = payment
+            if (status == "confirmed" and (paid_status != "captured" or amount != total)) or (
+                status == "cancelled" and paid_status in ("captured", "pending")
+            ):
+                mismatched.append(
+                    f"{order_id} {status}: payment {paid_status or 'none'} "
+                    f"({'' if amount is None else amount} of {total} cents)"
+                )
+    return [
+        Check("no unit oversold", len(oversold), 0, _first(oversold)),
+        Check("stock conserved", len(unconserved), 0, _first(unconserved)),
+        Check(
+            "money conserved (cents off)",
+            abs(held_cents - sold_cents),
+            0,
+            f"captured - refunded = {held_cents} cents; confirmed orders total {sold_cents} cents",
+        ),
+        Check("payment matches its order", len(mismatched), 0, _first(mismatched)),
+    ]
 
 
 def check_all(
-    admin_url: str,
+    databases: ShopDatabases | str | Connections,
     initial_stock: dict[str, int],
     clients: ClientStats,
     *,
     postgres_restarts: int = 0,
 ) -> list[Check]:
+    """databases: where each service's data is (or the one database's URL), or
+    connections to them already open."""
+    if not isinstance(databases, Connections):
+        with connections(databases) as conns:
+            return check_all(conns, initial_stock, clients, postgres_restarts=postgres_restarts)
+    conns = databases
     accepted = len(clients.accepted)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        load_run(conn, initial_stock, clients)
-        checks = []
-        for name, file in SQL_CHECKS:
-            value, detail = _one(conn, file)
-            checks.append(Check(name, value, 0, detail))
-        cancelled, detail = _one(conn, "check_fault_cancelled")
+    load_run(conns.of("orders"), clients)
+    checks = cross_service_checks(conns, initial_stock)
+    checks += [_sql_check(conns, name, parts) for name, parts in SQL_CHECKS]
+    row = conns.of("orders").execute(query("check_fault_cancelled")).fetchone()  # type: ignore[arg-type]
+    assert row is not None
     allowed = FAULT_CANCELLED_PER_RESTART * postgres_restarts + int(
         accepted * FAULT_CANCELLED_PER_ORDER
     )
-    checks.append(Check("sagas a fault cancelled", cancelled, allowed, detail))
+    checks.append(Check("sagas a fault cancelled", int(row[0]), allowed, row[1] or ""))
     checks += client_checks(clients)
     return checks
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.shared.topology_db import ShopDatabases
+
 from .clients import ClientStats
 from .faults import FaultStats, Schedule
 from .invariants import Check
@@ -35,6 +37,7 @@ def render(
     *,
     seconds: float,
     clients_n: int,
+    databases: ShopDatabases,
     schedule: Schedule,
     faults: FaultStats,
     exits: list[Exit],
@@ -45,10 +48,43 @@ def render(
 ) -> str:
     restarts = faults.restarts_s
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(clients.statuses.items()))
-    killed = {pid for _, _, pid in faults.kills}
+    killed = {pid for _, _, pid in faults.kills + faults.keeper_kills}
     unexpected = [e for e in exits if e.pid not in killed]
+    topology = (
+        "one database"
+        if databases.topology == "one"
+        else f"a database per service, linked by {databases.link_mode}"
+    )
+    link_rows = []
+    if schedule.terminate_apply_every_s is not None:
+        link_rows.append(
+            (
+                "apply workers terminated",
+                f"{faults.apply_terminations}",
+                f"every {schedule.terminate_apply_every_s:g} s; "
+                f"{faults.apply_workers_terminated} workers terminated",
+            )
+        )
+    if schedule.kill_keeper_every_s is not None:
+        link_rows.append(
+            (
+                "links keeper SIGKILLs",
+                f"{len(faults.keeper_kills)}",
+                f"every {schedule.kill_keeper_every_s:g} s",
+            )
+        )
+    if databases.topology == "databases":
+        longest = faults.longest_catch_up
+        link_rows.append(
+            (
+                "link catch-up after restart",
+                f"{longest[0]:.1f}s" if longest else "-",
+                (f"longest ({longest[1]}); each: " if longest else "no restart")
+                + ", ".join(f"{s:.1f}s" for s, _ in faults.catch_ups),
+            )
+        )
     lines = _rows(
-        f"faults injected ({seconds:.0f} s of load, {clients_n} clients)",
+        f"faults injected ({seconds:.0f} s of load, {clients_n} clients, {topology})",
         [
             ("worker SIGKILLs", f"{len(faults.kills)}", f"every {schedule.kill_every_s:g} s"),
             (
@@ -63,6 +99,7 @@ def render(
                 f"every {schedule.drop_listen_every_s:g} s; "
                 f"{faults.listeners_terminated} connections terminated",
             ),
+            *link_rows,
             (
                 "children that died",
                 f"{len(exits)}",

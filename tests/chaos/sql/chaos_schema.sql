@@ -1,7 +1,7 @@
--- What the clients and the setup know, loaded next to the shop's tables after the run
--- so that every check is one query. The shop's services never see this schema.
+-- What the clients know, loaded next to the orders service's tables (in its database)
+-- after the run, so that every check of the orders is one query there. The shop's
+-- services never see this schema.
 CREATE SCHEMA chaos;
-CREATE TABLE chaos.product_initial (product_id uuid PRIMARY KEY, stock integer NOT NULL);
 -- One row per Idempotency-Key a client used; order_id is the id its 202 carried.
 CREATE TABLE chaos.placed (
     key      text PRIMARY KEY,

@@ -1,5 +1,5 @@
 -- What became of the orders, for the report; each order's card is the one its client
--- sent (orders keeps no card token past pending).
+-- sent (orders keeps no card token past pending). Money is figures_payments.sql's.
 SELECT count(*),
        count(*) FILTER (WHERE status = 'confirmed'),
        count(*) FILTER (WHERE status = 'cancelled' AND reason LIKE 'out of stock%'),
@@ -8,9 +8,6 @@ SELECT count(*),
                         AND p.card = 'tok_timeout'),
        count(*) FILTER (WHERE status = 'cancelled' AND reason LIKE 'timed out%'
                         AND p.card IS DISTINCT FROM 'tok_timeout'),
-       count(*) FILTER (WHERE status NOT IN ('confirmed', 'cancelled')),
-       (SELECT coalesce(sum(amount_cents) FILTER (WHERE status IN ('captured', 'refunded')), 0)
-        FROM payments.payment),
-       (SELECT coalesce(sum(refunded_cents), 0) FROM payments.payment)
+       count(*) FILTER (WHERE status NOT IN ('confirmed', 'cancelled'))
 FROM orders."order" o
 LEFT JOIN chaos.placed p USING (order_id)
