@@ -387,10 +387,13 @@ BEGIN
             nudged := nudged || s.subname::text;
         END IF;
     END LOOP;
+    -- A subscription whose worker is back is no longer stalled. Names are unique only
+    -- within a database (a shop has pgcourier_from_users in three): look in this one.
     DELETE FROM pgcourier.link_stall st
     WHERE NOT EXISTS (
         SELECT 1 FROM pg_subscription sub JOIN pg_stat_subscription x ON x.subid = sub.oid
-        WHERE sub.subname = st.subname AND x.pid IS NULL)
+        WHERE sub.subname = st.subname AND x.pid IS NULL AND x.relid IS NULL
+          AND sub.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
       AND st.subname NOT IN (SELECT unnest(nudged));
     RETURN nudged;
 END;
