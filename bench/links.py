@@ -360,6 +360,25 @@ class Context:
     server_pid: int | None
 
 
+def sampler(ctx: Context, group: Consumers) -> CpuSampler:
+    """CPU by kind of process: the consumer, the links process, the replication link's
+    walsender and apply worker, and this server's other processes."""
+    groups = {**replication_pids(ctx.dbs), "links": {ctx.links_pid}}
+    consumer_pids = {p.pid for p in group.procs if p.pid}
+    return CpuSampler(consumer_pids, groups, server_pid=ctx.server_pid)
+
+
+def add_cpu(
+    results: Results, scenario: str, name: str, cpu: CpuSampler, n: int, seconds: float
+) -> None:
+    if not cpu.available:
+        return
+    spent = cpu.seconds()
+    for kind, used in spent.items():
+        results.add_cpu(scenario, name, kind, used / n * 1e6)
+    results.add_cpu(scenario, name, "cores", sum(spent.values()) / seconds)
+
+
 def throughput(path: LinkPath, results: Results, n: int, ctx: Context) -> None:
     system = path.system()
     batches = batches_of([order_payload(i) for i in range(n)], BATCH)
@@ -367,9 +386,7 @@ def throughput(path: LinkPath, results: Results, n: int, ctx: Context) -> None:
     with system.producer() as producer, Consumers(system, 1) as group:
         group.start()
         group.wait_running()
-        groups = {**replication_pids(ctx.dbs), "links": {ctx.links_pid}}
-        consumer_pids = {p.pid for p in group.procs if p.pid}
-        with CpuSampler(consumer_pids, groups, server_pid=ctx.server_pid) as cpu:
+        with sampler(ctx, group) as cpu:
             t0 = time.perf_counter()
             producer.send_batches(batches)
             sent_s = time.perf_counter() - t0
@@ -378,18 +395,21 @@ def throughput(path: LinkPath, results: Results, n: int, ctx: Context) -> None:
             total_s = time.perf_counter() - t0
     scenario = f"throughput, batches of {BATCH}"
     results.add(scenario, path.name, rate(n, total_s), "msg/s")
-    if cpu.available:
-        spent = cpu.seconds()
-        for kind, seconds in spent.items():
-            results.add_cpu(scenario, path.name, kind, seconds / n * 1e6)
-        results.add_cpu(scenario, path.name, "cores", sum(spent.values()) / total_s)
+    add_cpu(results, f"throughput, {BATCH} a transaction", path.name, cpu, n, total_s)
     log(
         f"{path.name:<11} throughput: {n:,} in {total_s:.2f}s, {rate(n, total_s):,.0f} msg/s "
         f"(producer done after {sent_s:.2f}s)"
     )
 
 
-def latency(path: LinkPath, results: Results, legs: Legs, seconds: float, per_s: float) -> None:
+def latency(
+    path: LinkPath,
+    results: Results,
+    legs: Legs,
+    seconds: float,
+    per_s: float,
+    ctx: Context,
+) -> None:
     system = path.system()
     total = int(seconds * per_s)
     system.reset(system.target)
@@ -399,11 +419,14 @@ def latency(path: LinkPath, results: Results, legs: Legs, seconds: float, per_s:
     ):
         group.start()
         group.wait_running()
-        t0 = time.perf_counter()
-        producer.send_paced(total, per_s, stamped_payload)
-        sent_s = time.perf_counter() - t0
-        group.wait_handled(total, timeout=60)
-        system.wait_drained()
+        with sampler(ctx, group) as cpu:
+            t0 = time.perf_counter()
+            producer.send_paced(total, per_s, stamped_payload)
+            sent_s = time.perf_counter() - t0
+            group.wait_handled(total, timeout=60)
+            system.wait_drained()
+            total_s = time.perf_counter() - t0
+    add_cpu(results, f"{per_s:.0f} msg/s, 1 a transaction", path.name, cpu, total, total_s)
     found = group.latencies[LATENCY_WARMUP:] if len(group.latencies) > 100 else group.latencies
     if len(found) < 2:
         raise RuntimeError(f"{path.name}: only {len(found)} latency samples")
@@ -570,23 +593,29 @@ def print_cpu(results: Results, names: list[str]) -> None:
     if not results.cpu:
         return
     print()
-    print("CPU per message (us), throughput: server = Postgres's other processes (backends")
-    print("of the producer, consumer, relay and keeper), walsender = the replication link's")
-    print("(decoding the WAL), apply = the receiver's apply worker, links = the keeper and")
-    print("relay process, producer = this process, other = anything else on the machine")
-    print("(other work shares it); cores = CPU used / wall time")
+    print("CPU per message (us): server = Postgres's other processes (backends of the")
+    print("producer, consumer, relay and keeper), walsender = the replication link's (decoding")
+    print("the WAL: all of the server's), apply = the receiver's apply worker, links = the")
+    print("keeper and relay process, producer = this process, other = anything else on the")
+    print("machine (other work shares it); cores = CPU used / wall time")
     kinds = ("server", "walsender", "apply", "consumers", "producer", "links", "other")
+    scenarios = list(dict.fromkeys(scenario for scenario, _, _ in results.cpu))
+    scenario_w = max(len(s) for s in scenarios)
+    path_w = max(len(p) for p in names)
     header = "".join(f"{k:>10}" for k in (*kinds, "total"))
-    path_w = max(len(p) for p in names) + 2
-    print(f"{'path':<{path_w}}{header}{'cores':>7}")
-    for scenario in results.order:
-        for name in names:
-            per_kind = {k: results.cpu_value(scenario, name, k) for k in (*kinds, "cores")}
+    print(f"{'scenario':<{scenario_w}}  {'path':<{path_w}}{header}{'cores':>7}")
+    for scenario in scenarios:
+        for k, name in enumerate(names):
+            per_kind = {c: results.cpu_value(scenario, name, c) for c in (*kinds, "cores")}
             if per_kind["server"] is None:
                 continue
-            total = sum(per_kind[k] or 0 for k in kinds)
-            cells = "".join(f"{per_kind[k] or 0:>10.1f}" for k in kinds)
-            print(f"{name:<{path_w}}{cells}{total:>10.1f}{per_kind['cores'] or 0:>7.2f}")
+            total = sum(per_kind[c] or 0 for c in kinds)
+            cells = "".join(f"{per_kind[c] or 0:>10.1f}" for c in kinds)
+            label = scenario if k == 0 else ""
+            print(
+                f"{label:<{scenario_w}}  {name:<{path_w}}{cells}{total:>10.1f}"
+                f"{per_kind['cores'] or 0:>7.2f}"
+            )
 
 
 def print_legs(legs: Legs, per_s: float) -> None:
@@ -661,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"== hop latency, {args.rate:.0f} msg/s for {args.latency_seconds:g}s")
             legs: Legs = {}
             for path in found:
-                latency(path, results, legs, args.latency_seconds, args.rate)
+                latency(path, results, legs, args.latency_seconds, args.rate, ctx)
             for r in range(args.rounds):
                 log(f"== round {r + 1}/{args.rounds}: throughput, {n:,} messages")
                 # Rotate which path goes first, so drift favours none.

@@ -72,7 +72,13 @@ sys.path.insert(0, str(ROOT))  # the services package lives at the repository ro
 from runner import kept_keys
 from services.shared.database import new_role_passwords, shop_migrate
 from services.shared.settings import SERVICES
-from services.shared.topology_db import LINK_MODES, TOPOLOGIES, ShopDatabases, shop_databases
+from services.shared.topology_db import (
+    LINK_MODES,
+    TOPOLOGIES,
+    ShopDatabases,
+    link_pairs,
+    shop_databases,
+)
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
@@ -255,25 +261,30 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-REPLICATION = "postgres replication"
+WALSENDERS = "postgres walsenders"
+APPLY = "postgres apply workers"
 
 
 def cpu_snapshot(shop: RunningShop, conn: psycopg.Connection) -> dict[str, dict[int, float]]:
     """CPU so far of every service process, this process, and the shop databases'
-    server processes: backends, and apart the logical replication ones (walsenders and
-    apply workers) of the links."""
+    server processes: backends, and apart the links' walsenders (each decoding the
+    server's WAL for its slot) and subscriptions' apply workers."""
     found: dict[str, dict[int, float]] = {}
     for name, (_, popen) in shop.supervisor.running.items():
         found[name] = {popen.pid: cpu_seconds(popen.pid) or 0.0}
     found["bench client (this process)"] = {os.getpid(): time.process_time()}
     rows = conn.execute(
-        "SELECT pid, backend_type = 'walsender' OR backend_type LIKE 'logical replication%%'"
+        "SELECT pid, CASE WHEN backend_type = 'walsender' THEN %s"
+        " WHEN backend_type LIKE 'logical replication%%' THEN %s"
+        " ELSE 'postgres backends' END"
         " FROM pg_stat_activity WHERE datname = ANY(%s)",
-        [shop.database_names()],
+        [WALSENDERS, APPLY, shop.database_names()],
     ).fetchall()
-    found["postgres backends"] = {pid: cpu_seconds(pid) or 0.0 for pid, rep in rows if not rep}
+    kinds = ["postgres backends"]
     if shop.databases.topology == "databases":
-        found[REPLICATION] = {pid: cpu_seconds(pid) or 0.0 for pid, rep in rows if rep}
+        kinds += [WALSENDERS, APPLY]
+    for kind in kinds:
+        found[kind] = {pid: cpu_seconds(pid) or 0.0 for pid, k in rows if k == kind}
     return found
 
 
@@ -440,7 +451,7 @@ class Run:
 def topology_label(databases: ShopDatabases) -> str:
     if databases.topology == "one":
         return "one database"
-    return f"a database per service ({databases.link_mode})"
+    return f"a database per service ({len(link_pairs())} links, {databases.link_mode})"
 
 
 def print_report(args: argparse.Namespace, where: str, url: str, run: Run) -> None:
@@ -526,8 +537,13 @@ def print_report(args: argparse.Namespace, where: str, url: str, run: Run) -> No
     print(f"CPU used while placing ({placing.seconds:.1f}s; {os.cpu_count()} cores in all):")
     for name, seconds in sorted(run.cpu, key=lambda x: -x[1]):
         print(f"  {name:<28} {seconds:6.1f}s  {seconds / placing.seconds:6.0%} of a core")
-    if any(name == REPLICATION for name, _ in run.cpu):
-        print(f"  ({REPLICATION}: the links' walsenders and apply workers)")
+    links = {name: seconds for name, seconds in run.cpu if name in (WALSENDERS, APPLY)}
+    if links:
+        per_order = sum(links.values()) / max(len(placing.order_ids), 1) * 1000
+        print(
+            f"  (the links' walsenders, one per slot, and apply workers, one per subscription:"
+            f" {per_order:.1f} ms of CPU per order placed)"
+        )
     print()
     print("placed -> confirmed: the order's first 'confirmed' event (orders.order_event.at) minus")
     print("its created_at, both from the server's clock, read in the orders service's database.")
