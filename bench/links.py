@@ -374,6 +374,7 @@ def add_cpu(
     if not cpu.available:
         return
     spent = cpu.seconds()
+    spent["bg"] = spent.pop("background", 0.0)
     for kind, used in spent.items():
         results.add_cpu(scenario, name, kind, used / n * 1e6)
     results.add_cpu(scenario, name, "cores", sum(spent.values()) / seconds)
@@ -593,12 +594,13 @@ def print_cpu(results: Results, names: list[str]) -> None:
     if not results.cpu:
         return
     print()
-    print("CPU per message (us): server = Postgres's other processes (backends of the")
-    print("producer, consumer, relay and keeper), walsender = the replication link's (decoding")
-    print("the WAL: all of the server's), apply = the receiver's apply worker, links = the")
-    print("keeper and relay process, producer = this process, other = anything else on the")
-    print("machine (other work shares it); cores = CPU used / wall time")
-    kinds = ("server", "walsender", "apply", "consumers", "producer", "links", "other")
+    print("CPU per message (us): server = Postgres's backends (the producer's, consumer's,")
+    print("relay's and keeper's), walsender = the replication link's (decoding the WAL: all")
+    print("of the server's), apply = the receiver's apply worker, bg = Postgres's background")
+    print("processes (autovacuum, checkpointer, WAL writer), links = the keeper and relay")
+    print("process, producer = this process, other = anything else on the machine (other")
+    print("work shares it); cores = CPU used / wall time")
+    kinds = ("server", "walsender", "apply", "bg", "consumers", "producer", "links", "other")
     scenarios = list(dict.fromkeys(scenario for scenario, _, _ in results.cpu))
     scenario_w = max(len(s) for s in scenarios)
     path_w = max(len(p) for p in names)
