@@ -261,6 +261,7 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
+CLIENT = "bench client (this process)"
 WALSENDERS = "postgres walsenders"
 APPLY = "postgres apply workers"
 
@@ -272,7 +273,7 @@ def cpu_snapshot(shop: RunningShop, conn: psycopg.Connection) -> dict[str, dict[
     found: dict[str, dict[int, float]] = {}
     for name, (_, popen) in shop.supervisor.running.items():
         found[name] = {popen.pid: cpu_seconds(popen.pid) or 0.0}
-    found["bench client (this process)"] = {os.getpid(): time.process_time()}
+    found[CLIENT] = {os.getpid(): time.process_time()}
     rows = conn.execute(
         "SELECT pid, CASE WHEN backend_type = 'walsender' THEN %s"
         " WHEN backend_type LIKE 'logical replication%%' THEN %s"
@@ -447,6 +448,13 @@ class Run:
     def confirmed_rate(self) -> float:
         return rate(len(self.result.confirmed), self.span_s)
 
+    @property
+    def cpu_per_order_ms(self) -> float:
+        """CPU of the shop (its processes and the server's processes serving it, not
+        the load generator) per order placed, while placing."""
+        spent = sum(seconds for name, seconds in self.cpu if name != CLIENT)
+        return spent / max(len(self.placing.order_ids), 1) * 1000
+
 
 def topology_label(databases: ShopDatabases) -> str:
     if databases.topology == "one":
@@ -550,34 +558,45 @@ def print_report(args: argparse.Namespace, where: str, url: str, run: Run) -> No
 
 
 def print_comparison(runs: list[Run]) -> None:
-    """Confirmed orders/s of each topology side by side, and databases / one."""
+    """Confirmed orders/s of each topology side by side, and databases / one; and the
+    same by CPU: on a shared machine each run gets what share of the cores it can, so
+    orders per CPU-second of the shop is the steadier comparison."""
     one = next((r for r in runs if r.topology == "one database"), None)
     print()
     print("== the shop in both topologies (this run, one after the other)")
     label_w = max(len(r.topology) for r in runs)
     header = (
         f"{'topology':<{label_w}}  {'confirmed/s':>11}  {'while placing':>13}  "
-        f"{'placed/s':>8}  {'p50 placed->confirmed':>21}  {'vs one':>6}  target"
+        f"{'placed/s':>8}  {'p50 placed->confirmed':>21}  {'vs one':>6}  {'CPU/order':>9}  "
+        f"{'vs one':>6}  target"
     )
     print(header)
     print("-" * len(header))
     for r in runs:
-        ratio = target = ""
-        if one is not None and one.confirmed_rate > 0:
+        ratio = by_cpu = target = ""
+        if one is not None and one.confirmed_rate > 0 and r.cpu_per_order_ms > 0:
             x = r.confirmed_rate / one.confirmed_rate
-            ratio = f"{x:.2f}x"
+            y = one.cpu_per_order_ms / r.cpu_per_order_ms
+            ratio, by_cpu = f"{x:.2f}x", f"{y:.2f}x"
             if r is not one:
-                target = f">= {TARGET_RATIO:g}x: {'yes' if x >= TARGET_RATIO else 'NO'}"
+                target = (
+                    f">= {TARGET_RATIO:g}x: {'yes' if x >= TARGET_RATIO else 'NO'}"
+                    f" (by CPU: {'yes' if y >= TARGET_RATIO else 'NO'})"
+                )
         p50 = _percentiles(r.latencies)[0]
         placed = rate(len(r.placing.order_ids), r.placing.seconds)
         window = rate(r.confirmed_in_window, r.placing.seconds)
         print(
             f"{r.topology:<{label_w}}  {r.confirmed_rate:>11,.1f}  {window:>13,.1f}  "
-            f"{placed:>8,.1f}  {p50 * 1000:>18,.0f} ms  {ratio:>6}  {target}".rstrip()
+            f"{placed:>8,.1f}  {p50 * 1000:>18,.0f} ms  {ratio:>6}  "
+            f"{r.cpu_per_order_ms:>6.1f} ms  {by_cpu:>6}  {target}".rstrip()
         )
     print()
     print("confirmed/s: orders confirmed end to end over first placed to last confirmed;")
-    print("while placing: confirmed during the placing window over its length.")
+    print("while placing: confirmed during the placing window over its length; CPU/order:")
+    print("CPU of the services and of the server's processes serving them (the load generator")
+    print("left out) while placing, per order placed; its 'vs one' is one's CPU/order over")
+    print("this one's, the throughput ratio if both had the same CPU.")
 
 
 # -- main -------------------------------------------------------------------------------
