@@ -275,6 +275,140 @@ def table_reset(url: str, table: sql.Composable) -> None:
 
 
 @contextlib.contextmanager
+def bench_server() -> Iterator[tuple[str, str]]:
+    """(the superuser's URL of the server, where it is): DATABASE_URL's server when set,
+    otherwise the embedded Postgres in .pgdata-bench (stopped at the end)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        info = conninfo_to_dict(url)
+        where = f"DATABASE_URL (host {info.get('host', 'default')}, port {info.get('port', 5432)})"
+        yield url, where
+        return
+    from pgcourier.embedded import EmbeddedPostgres
+
+    log(f"starting the embedded Postgres in {DATA_DIR.name}/")
+    server = EmbeddedPostgres(DATA_DIR)
+    try:
+        yield server.url, f"embedded Postgres (pgserver), data in {DATA_DIR.name}/"
+    finally:
+        server.stop()
+
+
+def admin_execute(url: str, statement: sql.Composable) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def create_database(server_url: str, name: str) -> str:
+    """A fresh database on the server (dropped first if a previous run left it)."""
+    admin_execute(
+        server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+    admin_execute(server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(server_url, dbname=name)
+
+
+def drop_databases(server_url: str, names: Sequence[str], *, timeout_s: float = 30) -> None:
+    """Drops databases that may be linked by logical replication: their subscriptions
+    first (each in its own database, its slot left alone: it may be gone), then the
+    replication slots on them, then the databases. A slot left behind would keep the
+    server's WAL forever, and a database holding one cannot be dropped.
+
+    Every step is tried for every database even when one fails; the first error is
+    raised at the end."""
+    errors: list[BaseException] = []
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        existing = [
+            n
+            for n in names
+            if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [n]).fetchone()
+        ]
+        for name in existing:
+            try:
+                with psycopg.connect(make_conninfo(server_url, dbname=name), autocommit=True) as c:
+                    subscriptions = c.execute(
+                        "SELECT subname FROM pg_subscription WHERE subdbid ="
+                        " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ).fetchall()
+                    for (sub,) in subscriptions:
+                        ident = sql.Identifier(sub)
+                        c.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+                        c.execute(
+                            sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident)
+                        )
+                        c.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+            except psycopg.Error as exc:
+                errors.append(exc)
+        for name in existing:
+            try:
+                _drop_slots(admin, name, timeout_s)
+            except (psycopg.Error, RuntimeError) as exc:
+                errors.append(exc)
+            try:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            except psycopg.Error as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _drop_slots(admin: psycopg.Connection, database: str, timeout_s: float) -> None:
+    """Drops every replication slot of a database. A slot whose walsender has not yet
+    noticed its subscription is gone is still active for a moment: its walsender is
+    ended, and the drop tried again until timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        slots = admin.execute(
+            "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+            [database],
+        ).fetchall()
+        if not slots:
+            return
+        for slot, active_pid in slots:
+            if active_pid is not None:
+                admin.execute("SELECT pg_terminate_backend(%s)", [active_pid])
+                continue
+            with contextlib.suppress(psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject):
+                admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replication slots of {database} still there after {timeout_s}s")
+        time.sleep(0.05)
+
+
+def sweep_stale_databases(server_url: str, prefix: str) -> list[str]:
+    """Drops the databases `<prefix><pid>_...` of earlier runs whose process is gone
+    (killed before it could clean up): their slots would hold the WAL forever."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+            ).fetchall()
+        ]
+    stale = []
+    for name in names:
+        pid = name[len(prefix) :].split("_", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            stale.append(name)
+    if stale:
+        drop_databases(server_url, stale)
+        log(f"dropped {len(stale)} database(s) left by earlier runs: {', '.join(stale)}")
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
 def bench_database(
     migrate: Callable[[str], Any] | None = None, name: str = BENCH_DB
 ) -> Iterator[tuple[str, str, list[str]]]:
@@ -285,36 +419,17 @@ def bench_database(
     from pgcourier.migrations import migrate_url
 
     migrate = migrate or migrate_url
-    url = os.environ.get("DATABASE_URL")
-    server = None
-    if url:
-        info = conninfo_to_dict(url)
-        where = f"DATABASE_URL (host {info.get('host', 'default')}, port {info.get('port', 5432)})"
-    else:
-        from pgcourier.embedded import EmbeddedPostgres
-
-        log(f"starting the embedded Postgres in {DATA_DIR.name}/")
-        server = EmbeddedPostgres(DATA_DIR)
-        url = server.url
-        where = f"embedded Postgres (pgserver), data in {DATA_DIR.name}/"
-
-    def admin(statement: sql.Composable) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(statement)
-
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    admin(drop)
-    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        bench_url = make_conninfo(url, dbname=name)
-        applied = asyncio.run(migrate(bench_url))
-        log(f"created and migrated database {name}: {', '.join(applied)}")
-        yield bench_url, where, applied
-    finally:
-        admin(drop)
-        log(f"dropped database {name}")
-        if server is not None:
-            server.stop()
+    with bench_server() as (url, where):
+        bench_url = create_database(url, name)
+        try:
+            applied = asyncio.run(migrate(bench_url))
+            log(f"created and migrated database {name}: {', '.join(applied)}")
+            yield bench_url, where, applied
+        finally:
+            admin_execute(
+                url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            log(f"dropped database {name}")
 
 
 # -- results ------------------------------------------------------------------
