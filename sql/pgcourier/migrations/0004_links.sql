@@ -116,10 +116,9 @@ CREATE INDEX link_marker_lsn_idx ON pgcourier.link_marker (lsn);
 -- Delivers one arrived row to its local queue; never raises. A row it cannot deliver
 -- (unknown queue, addressed to another node, refused by the queue's table) becomes a
 -- dead letter with the reason, so the stream behind it goes on.
-CREATE FUNCTION pgcourier.outbox_deliver(m pgcourier.outbox) RETURNS void
+CREATE FUNCTION pgcourier.outbox_deliver(m pgcourier.outbox, here text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    here   text := pgcourier.node_name();
     sender text := m.sender || '@' || m.origin;
     reason text;
 BEGIN
@@ -184,7 +183,7 @@ BEGIN
           AND (NEW.forget_xmin IS NULL OR r.xid < NEW.forget_xmin);
         RETURN NULL;
     END IF;
-    PERFORM pgcourier.outbox_deliver(NEW);
+    PERFORM pgcourier.outbox_deliver(NEW, here);
     RETURN NULL;
 END;
 $$;
@@ -458,7 +457,7 @@ REVOKE EXECUTE ON FUNCTION pgcourier.grant_send(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgcourier.revoke_queue(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgcourier.link_prune() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgcourier.link_nudge(double precision) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pgcourier.outbox_deliver(pgcourier.outbox) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgcourier.outbox_deliver(pgcourier.outbox, text) FROM PUBLIC;
 
 -- Every sending process reads which queues are remote (Courier, every few seconds, on
 -- the caller's connection): readable by all, as the queues' names are by pgmq.meta.
