@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from runner import kept_keys
+from services.shared.topology_db import ShopDatabases
 from services.supervisor import ChildEvent, CrashLoopError, Supervisor
 from services.topology import ServiceProcess, processes
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -185,14 +186,14 @@ def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
     logs = tmp_path / "logs"
     shop = PatientShop(
-        shop_url,
+        ShopDatabases.one(shop_url),
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
         Supervisor(log_dir=logs, restart_backoff_s=0.1),
         ports,
         kept_keys(tmp_path / "keys"),
     )
     try:
-        for process in processes(replicas=2):
+        for process in processes(replicas=2, topology="one"):
             shop.supervisor.start(process, shop.env(process))
         shop.supervisor.wait_healthy(shop.urls)
         admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
