@@ -57,3 +57,22 @@ async def queue_length(courier: Courier, queue: str) -> int:
 
 async def queue_empty(courier: Courier, queue: str) -> bool:
     return await queue_length(courier, queue) == 0
+
+
+def skip_unless_logical_replication(url: str) -> None:
+    """Skips (saying why) on a server that cannot carry links by logical replication:
+    DATABASE_URL may name any server; the embedded one is always ready."""
+    import psycopg
+    import pytest
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version_num')::int, current_setting('wal_level')"
+        ).fetchone()
+    assert row is not None
+    version, wal_level = row
+    if version < 160000 or wal_level != "logical":
+        pytest.skip(
+            f"links by logical replication need PostgreSQL 16+ with wal_level=logical; "
+            f"this server is {version} with wal_level={wal_level}"
+        )

@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcourier import Courier, links
-from tests.helpers import wait_until
+from tests.helpers import skip_unless_logical_replication, wait_until
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def drop_databases(server_url: str, nodes: Sequence[Node]) -> None:
 @contextlib.asynccontextmanager
 async def two_nodes(server_url: str, template_url: str) -> AsyncIterator[tuple[Node, Node]]:
     """A sender and a receiver, each named (links.set_node_name); dropped on exit."""
+    skip_unless_logical_replication(server_url)
     made: list[Node] = []
     try:
         for _ in range(2):

@@ -30,6 +30,7 @@ from services.shared.database import role_url, shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
 from services.shared.topology_db import ShopDatabases
+from tests.helpers import skip_unless_logical_replication
 
 # The tests' own key pair, fixed so that every process of a test run agrees on it.
 TEST_SIGNING_KEY = SigningKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -244,6 +245,8 @@ def made_shop_databases(
     """A fresh, migrated shop in a topology (runner.py's way, with the tests' short
     leases and backoffs), dropped afterwards whatever happens. env: as runner.py
     reads it (SHOP_DATABASE_URL_<SERVICE> puts a service elsewhere)."""
+    if topology == "databases" and link_mode == "replication":
+        skip_unless_logical_replication(server_url)
     base = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
     url = make_conninfo(server_url, dbname=base)
     databases = _topology.shop_databases(url, topology=topology, link_mode=link_mode, env=env)
