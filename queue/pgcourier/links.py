@@ -339,7 +339,7 @@ async def _ensure_subscription(
         await receiver.execute(
             sql.SQL(
                 "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {}"
-                " WITH (create_slot = false, slot_name = {}, copy_data = false)"
+                " WITH (create_slot = false, slot_name = {}, copy_data = false, binary = true)"
             ).format(
                 sql.Identifier(name),
                 sql.Literal(conninfo),
