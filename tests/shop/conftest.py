@@ -275,3 +275,61 @@ def shop_databases(request: pytest.FixtureRequest, server_url: str) -> Iterator[
     link_mode = "relay" if request.param == "relay" else "replication"
     with made_shop_databases(server_url, topology, link_mode=link_mode) as databases:
         yield databases
+
+
+@pytest.fixture(scope="session")
+def per_service_templates(server_url: str) -> Iterator[ShopDatabases]:
+    """Each service's database as the database-per-service topology makes it (its
+    schema, its inbox, its outbox, the remote queues it sends to), to be cloned per
+    test. The links are taken down first: a database read by a walsender cannot be a
+    template, and a clone would have no subscription anyway (what it sends to other
+    services stays in its outbox, which tests of one service can read)."""
+    with made_shop_databases(server_url, "databases") as databases:
+        drop_links_only(databases)
+        yield databases
+
+
+def drop_links_only(databases: ShopDatabases) -> None:
+    """Subscriptions, then slots; the databases stay."""
+    for url in databases.distinct_urls():
+        with psycopg.connect(url, autocommit=True) as conn:
+            for (sub,) in conn.execute(
+                "SELECT subname FROM pg_subscription WHERE subdbid ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchall():
+                ident = sql.Identifier(sub)
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+                conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+    for url in databases.distinct_urls():
+        name = str(conninfo_to_dict(url)["dbname"])
+        with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
+            for (slot,) in admin.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", [name]
+            ).fetchall():
+                for _ in range(100):
+                    try:
+                        admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+                        break
+                    except psycopg.errors.ObjectInUse:
+                        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def cloned(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh database cloned from template_url; dropped afterwards."""
+    name = f"pgcourier_shop_{uuid.uuid4().hex[:12]}"
+    template = str(conninfo_to_dict(template_url)["dbname"])
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
