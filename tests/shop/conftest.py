@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgcourier import Courier, Worker
+from pgcourier import Courier, Worker, links
+from pgcourier.message import build_outgoing
 from services.shared import topology_db as _topology
 from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.contracts import contract
@@ -173,8 +175,55 @@ class Acting:
             yield conn
 
     async def send(self, queue: str, payload: Any, **options: Any) -> int | None:
+        if await self._arrives_over_a_link():
+            return await self._arrive(queue, payload, **options)
         async with self.connection() as conn:
             return await self.bus.send(queue, payload, conn=conn, **options)
+
+    async def _arrives_over_a_link(self) -> bool:
+        """In a service's own database (the database-per-service topology), another
+        service's messages arrive over a link, not from a role of this database."""
+        async with self.bus.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT pgcourier.node_name() = %s", [self.role.removesuffix("_svc")]
+            )
+            own = await cur.fetchone()
+            cur = await conn.execute("SELECT count(*) FROM pgcourier.node")
+            named = await cur.fetchone()
+        return bool(named and named[0]) and not (own and own[0])
+
+    async def _arrive(self, queue: str, payload: Any, **options: Any) -> int:
+        """The row the sending service's database would carry here, delivered as a link
+        delivers it: stamped with the sending role and its node."""
+        outgoing = build_outgoing(payload, max_payload_bytes=self.bus.max_payload_bytes, **options)
+        Acting._arrivals += 1
+        async with self.bus.pool.connection() as conn:
+            cur = await conn.execute("SELECT pgcourier.node_name(), pg_current_xact_id()::text")
+            row = await cur.fetchone()
+            assert row is not None
+            here, xid = row
+            await links.deliver_rows(
+                conn,
+                [
+                    (
+                        Acting._arrivals,
+                        self.role.removesuffix("_svc"),
+                        here,
+                        queue,
+                        outgoing.payload,
+                        outgoing.headers,
+                        outgoing.delay_s,
+                        self.role,
+                        datetime.now(UTC),
+                        xid,
+                        None,
+                        None,
+                    )
+                ],
+            )
+        return Acting._arrivals
+
+    _arrivals = 0
 
     async def publish(self, topic: str, payload: Any, **options: Any) -> list[str]:
         async with self.connection() as conn:

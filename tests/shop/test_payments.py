@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,11 +21,33 @@ from services.payments.app import create_app
 from services.payments.handlers import setup
 from services.shared import contracts
 from services.shared.settings import ServiceSettings
-from tests.helpers import scalar, wait_until
-from tests.shop.conftest import acting, run_service_worker, serve_app, token_for
+from tests.helpers import scalar, skip_unless_logical_replication, wait_until
+from tests.shop.conftest import (
+    acting,
+    cloned,
+    run_service_worker,
+    serve_app,
+    token_for,
+)
 
 ALICE = "user-alice"
 ADMIN = token_for("user-root", "admin")
+
+
+@pytest.fixture(params=["one database", "its own database"])
+def shop_url(
+    request: pytest.FixtureRequest, server_url: str, shop_template_url: str
+) -> Iterator[str]:
+    """The payments service in each topology: in the one database of every service,
+    and in a database of its own (cloned from the database-per-service topology's),
+    where orders' commands arrive over a link and its replies wait in its outbox."""
+    if request.param == "one database":
+        template = shop_template_url
+    else:
+        skip_unless_logical_replication(server_url)
+        template = request.getfixturevalue("per_service_templates").url("payments")
+    with cloned(server_url, template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -99,7 +121,16 @@ async def _is_zero(bus: Courier, sql: str) -> bool:
 async def replies(bus: Courier) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(type, payload, headers) of everything sent to orders_inbox, oldest first."""
     async with bus.pool.connection() as conn:
-        cur = await conn.execute("SELECT message, headers FROM pgmq.q_orders_inbox ORDER BY msg_id")
+        cur = await conn.execute("SELECT to_regclass('pgmq.q_orders_inbox') IS NOT NULL")
+        local = await cur.fetchone()
+        if local and local[0]:
+            query = "SELECT message, headers FROM pgmq.q_orders_inbox ORDER BY msg_id"
+        else:  # orders has its own database: the replies wait in this one's outbox
+            query = (
+                "SELECT message, headers FROM pgcourier.outbox"
+                " WHERE queue_name = 'orders_inbox' ORDER BY id"
+            )
+        cur = await conn.execute(query)
         rows = await cur.fetchall()
     return [(headers["type"], message, headers) for message, headers in rows]
 
