@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,7 +29,7 @@ from pgcourier import Courier, Worker, links
 from pgcourier.message import build_outgoing
 from services.shared import topology_db as _topology
 from services.shared.auth import Principal, SigningKey, token_issue
-from services.shared.contracts import contract
+from services.shared.contracts import TOPIC_BINDINGS, contract
 from services.shared.database import role_url, shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
@@ -192,10 +194,23 @@ class Acting:
             named = await cur.fetchone()
         return bool(named and named[0]) and not (own and own[0])
 
+    async def send_raw(self, queue: str, message: Any, headers: dict[str, Any]) -> None:
+        """As another pgmq client would send it (pgmq.send, headers as given)."""
+        if await self._arrives_over_a_link():
+            await self._deliver(queue, json.dumps(message), json.dumps(headers), 0.0)
+            return
+        await self.execute(
+            "SELECT pgmq.send(%s, %s::jsonb, %s::jsonb)",
+            [queue, json.dumps(message), json.dumps(headers)],
+        )
+
     async def _arrive(self, queue: str, payload: Any, **options: Any) -> int:
         """The row the sending service's database would carry here, delivered as a link
         delivers it: stamped with the sending role and its node."""
         outgoing = build_outgoing(payload, max_payload_bytes=self.bus.max_payload_bytes, **options)
+        return await self._deliver(queue, outgoing.payload, outgoing.headers, outgoing.delay_s)
+
+    async def _deliver(self, queue: str, message: str, headers: str, delay_s: float) -> int:
         Acting._arrivals += 1
         async with self.bus.pool.connection() as conn:
             cur = await conn.execute("SELECT pgcourier.node_name(), pg_current_xact_id()::text")
@@ -210,9 +225,9 @@ class Acting:
                         self.role.removesuffix("_svc"),
                         here,
                         queue,
-                        outgoing.payload,
-                        outgoing.headers,
-                        outgoing.delay_s,
+                        message,
+                        headers,
+                        delay_s,
                         self.role,
                         datetime.now(UTC),
                         xid,
@@ -226,12 +241,30 @@ class Acting:
     _arrivals = 0
 
     async def publish(self, topic: str, payload: Any, **options: Any) -> list[str]:
+        if await self._arrives_over_a_link():
+            # The binding lives in the publisher's database: the copies that arrive here
+            # are those of this database's queues the contracts bind to the topic.
+            queues = []
+            for pattern, queue in TOPIC_BINDINGS:
+                if re.fullmatch(_topic_regex(pattern), topic) and await self._local(queue):
+                    await self._arrive(queue, payload, type=topic, **options)
+                    queues.append(queue)
+            return queues
         async with self.connection() as conn:
             return await self.bus.publish(topic, payload, conn=conn, **options)
+
+    async def _local(self, queue: str) -> bool:
+        async with self.bus.pool.connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM pgcourier.queue WHERE queue_name = %s", [queue])
+            return await cur.fetchone() is not None
 
     async def execute(self, statement: str, params: Any = None) -> None:
         async with self.connection() as conn:
             await conn.execute(statement, params)
+
+
+def _topic_regex(pattern: str) -> str:
+    return re.escape(pattern).replace(r"\*", "[^.]+").replace(r"\#", ".*")
 
 
 def acting(bus: Courier, service: str) -> Acting:

@@ -10,13 +10,14 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgcourier import ConfigurationError, Courier
 from services.orders import saga
@@ -25,8 +26,15 @@ from services.orders.handlers import setup
 from services.shared import idempotency
 from services.shared.database import shop_migrate
 from services.shared.settings import ServiceSettings
-from tests.helpers import wait_until
-from tests.shop.conftest import acting, run_service_worker, sender_of, serve_app, token_for
+from tests.helpers import skip_unless_logical_replication, wait_until
+from tests.shop.conftest import (
+    acting,
+    cloned,
+    run_service_worker,
+    sender_of,
+    serve_app,
+    token_for,
+)
 
 ALICE, BOB = "user-alice", "user-bob"
 PEN = "0b5f0b6e-7c44-4b8f-9a55-2f5d7d1e0a01"
@@ -56,13 +64,36 @@ class Shop:
     async def sent(self, queue: str, type: str, order_id: str) -> list[dict[str, Any]]:
         """Payloads of the given type for the order waiting in a queue, oldest first."""
         rows = await self.sql(
-            f"SELECT message, headers FROM pgmq.q_{queue} "
-            "WHERE headers ->> 'type' = %s AND message ->> 'order_id' = %s ORDER BY msg_id",
-            [type, order_id],
+            sql.SQL(
+                "SELECT message, headers FROM {} "
+                "WHERE headers ->> 'type' = %s AND message ->> 'order_id' = %s ORDER BY msg_id"
+            ).format(sql.Identifier("pgmq", f"q_{queue}"))
+            if await self.local(queue)
+            # Another service's queue, in its own database: what waits in the outbox.
+            else sql.SQL(
+                "SELECT message, headers FROM pgcourier.outbox WHERE queue_name = %s"
+                " AND headers ->> 'type' = %s AND message ->> 'order_id' = %s ORDER BY id"
+            ),
+            [type, order_id] if await self.local(queue) else [queue, type, order_id],
         )
         for _, headers in rows:
             assert headers["x-pgmq-group"] == order_id  # one order's messages stay in order
         return [message for message, _ in rows]
+
+    async def local(self, queue: str) -> bool:
+        rows = await self.sql("SELECT 1 FROM pgcourier.queue WHERE queue_name = %s", [queue])
+        return bool(rows)
+
+    async def sent_anything_to(self, queue: str) -> int:
+        if await self.local(queue):
+            rows = await self.sql(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pgmq", f"q_{queue}"))
+            )
+        else:
+            rows = await self.sql(
+                "SELECT count(*) FROM pgcourier.outbox WHERE queue_name = %s", [queue]
+            )
+        return rows[0][0]
 
     async def reply(self, type: str, payload: dict[str, Any]) -> None:
         """A reply as products or payments send it."""
@@ -101,6 +132,22 @@ class Shop:
             return (await self.sql("SELECT count(*) FROM pgmq.q_orders_inbox"))[0][0] == 0
 
         await wait_until(idle, within=SETTLE_S, interval=0.05)
+
+
+@pytest.fixture(params=["one database", "its own database"])
+def shop_url(
+    request: pytest.FixtureRequest, server_url: str, shop_template_url: str
+) -> Iterator[str]:
+    """The orders service in each topology: in the one database of every service, and
+    in a database of its own (cloned from the database-per-service topology's), where
+    replies and events arrive over links and its commands wait in its outbox."""
+    if request.param == "one database":
+        template = shop_template_url
+    else:
+        skip_unless_logical_replication(server_url)
+        template = request.getfixturevalue("per_service_templates").url("orders")
+    with cloned(server_url, template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -187,10 +234,7 @@ async def test_new_orders_use_the_latest_product_event_and_old_orders_keep_their
     # An event sent long ago and delivered late must not roll the price back.
     stale = {"product_id": PEN, "name": "Pen", "price_cents": 1, "active": True}
     headers = {"type": "product.updated", "sent_at": "2000-01-01T00:00:00+00:00"}
-    await acting(shop.bus, "products").execute(
-        "SELECT pgmq.send('orders_inbox', %s::jsonb, %s::jsonb)",
-        [json.dumps(stale), json.dumps(headers)],
-    )
+    await acting(shop.bus, "products").send_raw("orders_inbox", stale, headers)
     await shop.wait_idle()
     after = await shop.place(lines=[{"product_id": PEN, "quantity": 1}])
     assert (await shop.order(before))["total_cents"] == 250
@@ -436,7 +480,7 @@ async def test_bad_order_input_is_a_json_4xx_and_writes_nothing(
     assert error.get("field") == field
     assert await shop.sql('SELECT count(*) FROM orders."order"') == [(0,)]
     assert await shop.sql("SELECT count(*) FROM orders.order_event") == [(0,)]
-    assert await shop.sql("SELECT count(*) FROM pgmq.q_products_inbox") == [(0,)]
+    assert await shop.sent_anything_to("products_inbox") == 0
 
 
 async def test_an_order_body_that_is_not_json_is_415(shop: Shop) -> None:
@@ -684,7 +728,7 @@ async def test_a_payment_captured_forged_by_products_is_dead_lettered_and_confir
     [(sender, error)] = await shop.sql(
         "SELECT sender, errors -> -1 ->> 'error' FROM pgcourier.dead_letter"
     )
-    assert sender == "products_svc"
+    assert sender in ("products_svc", "products_svc@products")  # here, or over a link
     assert error.startswith("ForbiddenSenderError") and "payments_svc" in error
 
 
@@ -698,7 +742,7 @@ async def test_a_price_forged_by_payments_is_dead_lettered_and_prices_stay(shop:
     order_id = await shop.place(lines=[{"product_id": PEN, "quantity": 5}])
     assert (await shop.order(order_id))["total_cents"] == 5 * 250
     [(error,)] = await shop.sql("SELECT errors -> -1 ->> 'error' FROM pgcourier.dead_letter")
-    assert "not from 'payments_svc'" in error
+    assert "not from 'payments_svc" in error  # (or 'payments_svc@payments', over a link)
 
 
 # -- card tokens and the cap on open orders ---------------------------------------------
