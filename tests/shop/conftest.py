@@ -415,3 +415,26 @@ def cloned(server_url: str, template_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def service_in_both_topologies(service: str, what: str) -> Any:
+    """A `shop_url` fixture for a module testing one service: each test runs in the one
+    database of every service, and in the service's own database, cloned from the
+    database-per-service topology's, where other services' messages arrive as a link
+    delivers them (Acting) and what it sends to them waits in its outbox. `what`
+    documents the module's use of it."""
+
+    @pytest.fixture(params=["one database", "its own database"])
+    def shop_url(
+        request: pytest.FixtureRequest, server_url: str, shop_template_url: str
+    ) -> Iterator[str]:
+        if request.param == "one database":
+            template = shop_template_url
+        else:
+            skip_unless_logical_replication(server_url)
+            template = request.getfixturevalue("per_service_templates").url(service)
+        with cloned(server_url, template) as url:
+            yield url
+
+    shop_url.__doc__ = f"The {service} service in each topology ({what})."
+    return shop_url

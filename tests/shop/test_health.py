@@ -10,7 +10,9 @@ from services.payments.app import create_app
 from services.payments.handlers import setup
 from services.shared.settings import ServiceSettings
 from tests.helpers import wait_until
-from tests.shop.conftest import run_service_worker, serve_app
+from tests.shop.conftest import run_service_worker, serve_app, service_in_both_topologies
+
+shop_url = service_in_both_topologies("payments", "its own inbox and heartbeats only")
 
 
 async def test_health_is_degraded_while_no_worker_consumes_and_ok_while_one_does(

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +26,13 @@ from services.orders.handlers import setup
 from services.shared import idempotency
 from services.shared.database import shop_migrate
 from services.shared.settings import ServiceSettings
-from tests.helpers import skip_unless_logical_replication, wait_until
+from tests.helpers import wait_until
 from tests.shop.conftest import (
     acting,
-    cloned,
     run_service_worker,
     sender_of,
     serve_app,
+    service_in_both_topologies,
     token_for,
 )
 
@@ -134,20 +134,9 @@ class Shop:
         await wait_until(idle, within=SETTLE_S, interval=0.05)
 
 
-@pytest.fixture(params=["one database", "its own database"])
-def shop_url(
-    request: pytest.FixtureRequest, server_url: str, shop_template_url: str
-) -> Iterator[str]:
-    """The orders service in each topology: in the one database of every service, and
-    in a database of its own (cloned from the database-per-service topology's), where
-    replies and events arrive over links and its commands wait in its outbox."""
-    if request.param == "one database":
-        template = shop_template_url
-    else:
-        skip_unless_logical_replication(server_url)
-        template = request.getfixturevalue("per_service_templates").url("orders")
-    with cloned(server_url, template) as url:
-        yield url
+shop_url = service_in_both_topologies(
+    "orders", "replies and events arrive over links, its commands wait in its outbox"
+)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -21,12 +21,12 @@ from services.payments.app import create_app
 from services.payments.handlers import setup
 from services.shared import contracts
 from services.shared.settings import ServiceSettings
-from tests.helpers import scalar, skip_unless_logical_replication, wait_until
+from tests.helpers import scalar, wait_until
 from tests.shop.conftest import (
     acting,
-    cloned,
     run_service_worker,
     serve_app,
+    service_in_both_topologies,
     token_for,
 )
 
@@ -34,20 +34,9 @@ ALICE = "user-alice"
 ADMIN = token_for("user-root", "admin")
 
 
-@pytest.fixture(params=["one database", "its own database"])
-def shop_url(
-    request: pytest.FixtureRequest, server_url: str, shop_template_url: str
-) -> Iterator[str]:
-    """The payments service in each topology: in the one database of every service,
-    and in a database of its own (cloned from the database-per-service topology's),
-    where orders' commands arrive over a link and its replies wait in its outbox."""
-    if request.param == "one database":
-        template = shop_template_url
-    else:
-        skip_unless_logical_replication(server_url)
-        template = request.getfixturevalue("per_service_templates").url("payments")
-    with cloned(server_url, template) as url:
-        yield url
+shop_url = service_in_both_topologies(
+    "payments", "orders' commands arrive over a link, its replies wait in its outbox"
+)
 
 
 @pytest.fixture

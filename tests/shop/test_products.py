@@ -7,7 +7,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -26,13 +26,12 @@ from services.shared.contracts import (
     STOCK_RESERVED,
 )
 from services.shared.settings import ServiceSettings
-from tests.helpers import skip_unless_logical_replication
 from tests.shop.conftest import (
     acting,
-    cloned,
     run_service_worker,
     sender_of,
     serve_app,
+    service_in_both_topologies,
     token_for,
 )
 
@@ -157,21 +156,10 @@ async def worker(products_settings: ServiceSettings) -> AsyncIterator[Worker]:
         yield w
 
 
-@pytest.fixture(params=["one database", "its own database"])
-def shop_url(
-    request: pytest.FixtureRequest, server_url: str, shop_template_url: str
-) -> Iterator[str]:
-    """The products service in each topology: in the one database of every service,
-    and in a database of its own (cloned from the database-per-service topology's),
-    where orders' events and commands arrive over a link and its events and replies
-    wait in its outbox."""
-    if request.param == "one database":
-        template = shop_template_url
-    else:
-        skip_unless_logical_replication(server_url)
-        template = request.getfixturevalue("per_service_templates").url("products")
-    with cloned(server_url, template) as url:
-        yield url
+shop_url = service_in_both_topologies(
+    "products",
+    "orders' events and commands arrive over a link, its events and replies wait in its outbox",
+)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import jwt
@@ -15,33 +15,20 @@ from pgcourier import Courier
 from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.settings import ServiceSettings
 from services.users.app import admin_ensure, create_app
-from tests.helpers import skip_unless_logical_replication
 from tests.shop.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     TEST_PUBLIC_KEYS,
     TEST_SIGNING_KEY,
-    cloned,
     serve_app,
+    service_in_both_topologies,
     token_for,
 )
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(params=["one database", "its own database"])
-def shop_url(
-    request: pytest.FixtureRequest, server_url: str, shop_template_url: str
-) -> Iterator[str]:
-    """The users service in each topology: in the one database of every service, and
-    in a database of its own (cloned from the database-per-service topology's)."""
-    if request.param == "one database":
-        template = shop_template_url
-    else:
-        skip_unless_logical_replication(server_url)
-        template = request.getfixturevalue("per_service_templates").url("users")
-    with cloned(server_url, template) as url:
-        yield url
+shop_url = service_in_both_topologies("users", "it sends nothing another service's tests need")
 
 
 @pytest.fixture
