@@ -203,3 +203,36 @@ async def _one_event_each_way(databases: ShopDatabases) -> None:
         await wait_until(lambda: arrived(p, contracts.PRODUCTS_INBOX), within=20)
         assert await arrived(o, contracts.ORDERS_INBOX) == [("products_svc@products",)]
         assert await arrived(p, contracts.PRODUCTS_INBOX) == [("orders_svc@orders",)]
+
+
+async def test_a_user_change_published_by_users_reaches_every_other_services_database(
+    per_service: ShopDatabases,
+) -> None:
+    # Demotion, deletion and logout take effect everywhere through user.changed: with a
+    # database per service it crosses three links, one to each consuming service.
+    users = role_url(per_service.url("users"), "users", ROLE_PASSWORDS["users"])
+    user_id = "00000000-0000-0000-0000-00000000abcd"
+    async with Courier(users) as bus:
+        queues = await bus.publish(
+            contracts.USER_CHANGED,
+            {"user_id": user_id, "token_version": 2, "deleted": False},
+            ordering_key=user_id,
+        )
+    assert sorted(queues) == sorted(
+        q for t, q in contracts.TOPIC_BINDINGS if t == contracts.USER_CHANGED
+    )
+
+    for queue, service in contracts.CONSUMERS.items():
+
+        async def arrived(url: str = per_service.url(service), q: str = queue) -> list[tuple]:
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                cur = await conn.execute(
+                    sql.SQL("SELECT sender FROM {} WHERE message ->> 'user_id' = %s").format(
+                        sql.Identifier("pgmq", f"q_{q}")
+                    ),
+                    [user_id],
+                )
+                return await cur.fetchall()
+
+        await wait_until(arrived, within=20)
+        assert await arrived() == [("users_svc@users",)], service
