@@ -22,6 +22,7 @@ from pgcourier.keeper import LinkKeeper
 from pgcourier.migrations import migrate_url
 from tests.chaos.postgres import RestartablePostgres
 from tests.helpers import wait_until
+from tests.links_fixtures import drop_slots, drop_subscriptions
 
 QUEUE = "far_inbox"
 pytestmark = pytest.mark.timeout(180)
@@ -33,31 +34,12 @@ class Pair:
     receiver: str
 
 
-def _drop(url: str) -> None:
-    """Drops the subscriptions in a database (its slots and itself go after)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        for (sub,) in conn.execute(
-            "SELECT subname FROM pg_subscription WHERE subdbid ="
-            " (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchall():
-            ident = sql.Identifier(sub)
-            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
-            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
-
-
 def _drop_database(url: str) -> None:
+    """Its slots (its subscriptions went first), then the database."""
     name = str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
-        for (slot,) in admin.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE database = %s", [name]
-        ).fetchall():
-            for _ in range(100):
-                try:
-                    admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-                    break
-                except psycopg.errors.ObjectInUse:
-                    time.sleep(0.05)
+    server = make_conninfo(url, dbname="postgres")
+    drop_slots(server, [name])
+    with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
@@ -86,7 +68,7 @@ def linked(sender_server: str, receiver_server: str) -> Iterator[Pair]:
         yield pair
     finally:
         for url in (pair.receiver, pair.sender):
-            _drop(url)
+            drop_subscriptions(url)
         for url in (pair.receiver, pair.sender):
             _drop_database(url)
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
 from services.shared.topology_db import ShopDatabases
 from tests.helpers import skip_unless_logical_replication
+from tests.links_fixtures import drop_slots, drop_subscriptions
 
 # The tests' own key pair, fixed so that every process of a test run agrees on it.
 TEST_SIGNING_KEY = SigningKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -288,29 +288,10 @@ def drop_shop_databases(databases: ShopDatabases) -> None:
             if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
                 existing.append((server, name, url))
     for _, _, url in existing:
-        with psycopg.connect(url, autocommit=True) as conn:
-            subscriptions = conn.execute(
-                "SELECT subname FROM pg_subscription WHERE subdbid ="
-                " (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchall()
-            for (sub,) in subscriptions:
-                ident = sql.Identifier(sub)
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
-                conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+        drop_subscriptions(url)
     for server, name, _ in existing:
+        drop_slots(server, [name])
         with psycopg.connect(server, autocommit=True) as admin:
-            slots = admin.execute(
-                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", [name]
-            ).fetchall()
-            for (slot,) in slots:
-                # A walsender may still be on its way out after the subscription went.
-                for _ in range(100):
-                    try:
-                        admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-                        break
-                    except psycopg.errors.ObjectInUse:
-                        time.sleep(0.05)
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
@@ -374,27 +355,9 @@ def per_service_templates(server_url: str) -> Iterator[ShopDatabases]:
 def drop_links_only(databases: ShopDatabases) -> None:
     """Subscriptions, then slots; the databases stay."""
     for url in databases.distinct_urls():
-        with psycopg.connect(url, autocommit=True) as conn:
-            for (sub,) in conn.execute(
-                "SELECT subname FROM pg_subscription WHERE subdbid ="
-                " (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchall():
-                ident = sql.Identifier(sub)
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
-                conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+        drop_subscriptions(url)
     for url in databases.distinct_urls():
-        name = str(conninfo_to_dict(url)["dbname"])
-        with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
-            for (slot,) in admin.execute(
-                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", [name]
-            ).fetchall():
-                for _ in range(100):
-                    try:
-                        admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-                        break
-                    except psycopg.errors.ObjectInUse:
-                        time.sleep(0.05)
+        drop_slots(make_conninfo(url, dbname="postgres"), [str(conninfo_to_dict(url)["dbname"])])
 
 
 @contextlib.contextmanager
