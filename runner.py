@@ -47,7 +47,7 @@ from services.shared.auth import SigningKey, public_key_text, public_keys_parse
 from services.shared.database import shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
-from services.shared.topology_db import LINK_MODES, TOPOLOGIES, ShopDatabases, shop_databases
+from services.shared.topology_db import ShopDatabases, add_topology_arguments, shop_databases
 from services.supervisor import Supervisor
 from services.topology import process_env, processes
 
@@ -286,18 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "command", nargs="?", default="up", choices=["up", "demo", "migrate", "psql", "keys"]
     )
     parser.add_argument("--replicas", type=int, default=1, help="worker processes per service")
-    parser.add_argument(
-        "--topology",
-        choices=TOPOLOGIES,
-        default=os.environ.get("SHOP_TOPOLOGY") or "databases",
-        help="a database per service (default), or one for all",
-    )
-    parser.add_argument(
-        "--link-mode",
-        choices=LINK_MODES,
-        default=os.environ.get("SHOP_LINK_MODE") or "replication",
-        help="how messages cross databases: logical replication (default) or relays",
-    )
+    add_topology_arguments(parser)
     parser.add_argument(
         "--base-port",
         type=int,

@@ -12,6 +12,8 @@ Every URL here is the migrating (owner) role's; services get their own role's
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,3 +142,20 @@ def publisher(pattern: str, queue: str) -> str:
             f"in the contracts, found {sorted(found) or 'none'}"
         )
     return found.pop()
+
+
+def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
+    """--topology and --link-mode, defaulting to SHOP_TOPOLOGY and SHOP_LINK_MODE, as
+    runner.py and everything that starts the shop as it does read them."""
+    parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default=os.environ.get("SHOP_TOPOLOGY") or "databases",
+        help="a database per service (default), or one for all",
+    )
+    parser.add_argument(
+        "--link-mode",
+        choices=LINK_MODES,
+        default=os.environ.get("SHOP_LINK_MODE") or "replication",
+        help="how messages cross databases: logical replication (default) or relays",
+    )

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.shared.topology_db import LINK_MODES, TOPOLOGIES
+from services.shared.topology_db import add_topology_arguments
 
 from . import postgres
 from .run import Options, run
@@ -57,18 +57,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="use DATABASE_URL's server, restarting it with pg_ctl -D PGDATA (it WILL be crashed)",
     )
     parser.add_argument("--pg-ctl", help="pg_ctl to restart DATABASE_URL's server with")
-    parser.add_argument(
-        "--topology",
-        choices=TOPOLOGIES,
-        default=os.environ.get("SHOP_TOPOLOGY") or "databases",
-        help="a database per service (default), or one for all; as runner.py's",
-    )
-    parser.add_argument(
-        "--link-mode",
-        choices=LINK_MODES,
-        default=os.environ.get("SHOP_LINK_MODE") or "replication",
-        help="how messages cross databases: logical replication (default) or relays",
-    )
+    add_topology_arguments(parser)
     parser.add_argument(
         "--keep-database",
         action="store_true",
