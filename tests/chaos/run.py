@@ -79,8 +79,8 @@ class Result:
 
 
 def _open_work(databases: ShopDatabases) -> tuple[int, int, int] | None:
-    """(orders not final, messages ready or in flight, rows the links still keep), in
-    every database; None while Postgres is away."""
+    """(orders not final, messages on any queue, delayed included, rows the links still
+    keep), in every database; None while Postgres is away."""
     try:
         with connections(databases, connect_timeout=3) as conns:
             orders = int(conns.rows("orders", "open_orders")[0][0])
@@ -170,7 +170,7 @@ async def _load_and_faults(
             ),
             inject(shop, pg, schedule, faults, seconds=options.seconds, seed=options.seed),
         )
-        log.info("load and faults over; waiting for every order to be final")
+        log.info("load and faults over; waiting for every order to be final and every queue empty")
         return await _drain(shop, options.drain_s)
     finally:
         for task in (supervisor, progress):

@@ -1,5 +1,8 @@
--- Nothing ready or in flight on any queue (delayed saga timeouts may still wait).
-SELECT coalesce(sum(ready + in_flight), 0),
-       string_agg(format('%s: %s ready, %s in flight', queue, ready, in_flight), '; ')
-           FILTER (WHERE ready + in_flight > 0)
+-- Nothing left on any queue: not ready, not in flight, not delayed. The drain waits for
+-- the saga timeouts still delayed to come due and be handled, so a timeout that came due
+-- while the checks ran is not mistaken for a stuck message.
+SELECT coalesce(sum(ready + in_flight + delayed), 0),
+       string_agg(format('%s: %s ready, %s in flight, %s delayed',
+                         queue, ready, in_flight, delayed), '; ')
+           FILTER (WHERE ready + in_flight + delayed > 0)
 FROM pgcourier.queues
