@@ -1,5 +1,5 @@
 -- Claims up to %(limit)s ready messages for %(vt_s)s seconds. Messages without an
--- ordering key are claimed in the order they became due (their vt, then msg_id),
+-- ordering key are claimed in the order they became due (their vt),
 -- which walks pgmq's vt index from the oldest due message and stops: messages
 -- delayed into the future or in flight are never read, however many there are
 -- (ordering by msg_id alone would scan past all of them on every claim). Of those
@@ -21,7 +21,13 @@ unordered AS (
     FROM {queue} q, claim_at
     WHERE q.vt <= claim_at.at
       AND (q.headers IS NULL OR NOT q.headers ? 'x-pgmq-group')
-    ORDER BY q.vt, q.msg_id
+    -- By vt alone, as pgmq's vt index is ordered: `vt, msg_id` made the planner sort
+    -- every ready message (a bitmap scan, then a sort spilling to disk: 25 ms a claim
+    -- with 60,000 ready) where the index walk stops after `limit` rows (0.1 ms). Sends
+    -- stamp each row's vt with clock_timestamp(), so vt order is send order; rows due
+    -- at the same instant (one claim's expired leases) come in index order, and every
+    -- claimed batch is handed over by msg_id.
+    ORDER BY q.vt
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 ),
