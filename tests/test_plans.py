@@ -56,6 +56,36 @@ def _nodes(plan: dict) -> list[dict]:
     return found
 
 
+async def _claim_plan(courier: Courier, rows_sql: str) -> tuple[dict, int]:
+    """(the plan of one claim of 100 as EXPLAIN ANALYZE ran it, the queue table's pages)
+    after rows_sql filled the queue; the claim is rolled back."""
+    await courier.queue_create("jobs")
+    async with courier.pool.connection() as conn:
+        await conn.execute(rows_sql)
+        await conn.execute("ANALYZE pgmq.q_jobs")
+        cur = await conn.execute(
+            "SELECT relpages FROM pg_class WHERE oid = 'pgmq.q_jobs'::regclass"
+        )
+        pages = await cur.fetchone()
+        params = {"now": None, "limit": 100, "vt_s": 30, "horizon_s": 1.0}
+        explain = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.queue_query(
+            "message_claim", "jobs"
+        ).as_bytes(conn)
+        async with conn.transaction(force_rollback=True):
+            cur = await conn.execute(explain, params)
+            row = await cur.fetchone()
+    assert row is not None and pages is not None
+    return row[0][0]["Plan"], pages[0]
+
+
+def _reads(plan: dict, cte: str) -> int:
+    """Pages a CTE of the claim read: the walk, not the update (writing 100 new row
+    versions and their index entries costs about ten pages each, however they were
+    found)."""
+    walk = next(n for n in _nodes(plan) if n.get("Subplan Name") == cte)
+    return walk["Shared Hit Blocks"] + walk["Shared Read Blocks"]
+
+
 async def test_a_claim_walks_the_vt_index_from_the_head_of_a_large_backlog(
     courier: Courier,
 ) -> None:
@@ -64,41 +94,41 @@ async def test_a_claim_walks_the_vt_index_from_the_head_of_a_large_backlog(
     never a scan of the queue table, and finds them in a few pages, not the table's.
     Ordered by (vt, msg_id), which pgmq's vt index is not, it sorted all 60,000 (1,940
     pages, 25 ms)."""
-    await courier.queue_create("jobs")
-    async with courier.pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO pgmq.q_jobs (vt, message, headers)"
-            " SELECT now() + make_interval(secs => CASE WHEN i % 2 = 0 THEN -60 ELSE 600 END),"
-            "        '{}', CASE WHEN i % 50 = 0"
-            "                   THEN jsonb_build_object('x-pgmq-group', 'k' || (i % 10))"
-            "                   ELSE '{}' END"
-            " FROM generate_series(1, 120000) AS i"
-        )
-        await conn.execute("ANALYZE pgmq.q_jobs")
-        cur = await conn.execute(
-            "SELECT relpages FROM pg_class WHERE oid = 'pgmq.q_jobs'::regclass"
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        table_pages = row[0]
-        params = {"now": None, "limit": 100, "vt_s": 30, "horizon_s": 1.0}
-        explain = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.queue_query(
-            "message_claim", "jobs"
-        ).as_bytes(conn)
-        async with conn.transaction(force_rollback=True):
-            cur = await conn.execute(explain, params)
-            row = await cur.fetchone()
-        assert row is not None
-    plan = row[0][0]["Plan"]
+    plan, table_pages = await _claim_plan(
+        courier,
+        "INSERT INTO pgmq.q_jobs (vt, message, headers)"
+        " SELECT now() + make_interval(secs => CASE WHEN i % 2 = 0 THEN -60 ELSE 600 END),"
+        "        '{}', CASE WHEN i % 50 = 0"
+        "                   THEN jsonb_build_object('x-pgmq-group', 'k' || (i % 10))"
+        "                   ELSE '{}' END"
+        " FROM generate_series(1, 120000) AS i",
+    )
     nodes = _nodes(plan)
     scans = [n for n in nodes if n.get("Relation Name") == "q_jobs"]
     claimed = next(n for n in nodes if n.get("Node Type") == "ModifyTable")
     assert claimed["Actual Rows"] == 100, plan
     assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
     assert any(n.get("Index Name") == "q_jobs_vt_idx" for n in scans), scans
-    # The reads, not the update: writing 100 new row versions and their index entries
-    # costs about ten pages each, however the rows were found.
-    for name in ("CTE unordered", "CTE ordered"):
-        walk = next(n for n in nodes if n.get("Subplan Name") == name)
-        touched = walk["Shared Hit Blocks"] + walk["Shared Read Blocks"]
-        assert touched < table_pages / 4, (name, touched, table_pages)
+    for cte in ("CTE unordered", "CTE ordered"):
+        assert _reads(plan, cte) < table_pages / 4, (cte, _reads(plan, cte), table_pages)
+
+
+async def test_a_claim_that_finds_few_ready_messages_stops_where_the_delayed_ones_begin(
+    courier: Courier,
+) -> None:
+    """Ten ready messages and 60,000 delayed (saga timeouts, say): the claim gets the ten
+    and stops at the first delayed one. With its bound as a join filter it walked every
+    delayed entry of the vt index, on every claim."""
+    plan, table_pages = await _claim_plan(
+        courier,
+        "INSERT INTO pgmq.q_jobs (vt, message, headers)"
+        " SELECT now() + make_interval(secs => CASE WHEN i <= 10 THEN -60 ELSE 600 END),"
+        "        '{}', '{}'"
+        " FROM generate_series(1, 60000) AS i",
+    )
+    claimed = next(n for n in _nodes(plan) if n.get("Node Type") == "ModifyTable")
+    assert claimed["Actual Rows"] == 10, plan
+    assert _reads(plan, "CTE unordered") < table_pages / 20, (
+        _reads(plan, "CTE unordered"),
+        table_pages,
+    )
