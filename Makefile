@@ -16,14 +16,15 @@ $(STAMP): pyproject.toml requirements.lock
 up: $(STAMP)
 	$(PY) runner.py
 
-test: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+test: lint
 	$(PY) -m pytest
 
+# ruff, then mypy: --strict for the library, its defaults for the rest.
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy --strict queue/pgcourier
+	$(PY) -m mypy services runner.py bench examples
 
 format: $(STAMP)
 	$(PY) -m ruff format .

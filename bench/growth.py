@@ -482,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = Results()
     costs: list[ClaimCost] = []
-    peak, samples, vacuum = 0.0, [], ""
+    peak, vacuum = 0.0, ""
+    samples: list[Sample] = []
     with bench_database() as (url, where, applied):
         base = pgcourier_system.system(url)
         systems = [base]

@@ -109,7 +109,8 @@ class Consumers:
             results=ctx.Queue(),
             record_latency=record_latency,
         )
-        self.latencies: list[float] = []
+        # Seconds per message; bench/links.py records a tuple of its legs instead.
+        self.latencies: list[Any] = []
         self.procs = [
             ctx.Process(
                 target=system.consumer,
@@ -176,7 +177,7 @@ class Consumers:
 class Producer(Protocol):
     def send_batches(self, batches: Sequence[list[dict[str, Any]]]) -> None: ...
 
-    def send_paced(self, total: int, rate: float) -> None: ...
+    def send_paced(self, total: int, rate: float, payload: Any) -> None: ...
 
 
 class Unavailable(Exception):
@@ -294,7 +295,7 @@ def bench_server() -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-def admin_execute(url: str, statement: sql.Composable) -> None:
+def admin_execute(url: str, statement: sql.Composed) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(statement)
 

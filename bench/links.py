@@ -54,6 +54,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +189,14 @@ async def _prepare(dbs: Databases) -> None:
     for role, url in dbs.urls.items():
         await migrate_url(url)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await pglinks.set_node_name(conn, nodes[role])
+            node = nodes[role]
+            assert node is not None  # the in-database path has no node of its own
+            await pglinks.set_node_name(conn, node)
     async with Courier(dbs.urls["recv"]) as courier:
         for queue in QUEUES.values():
             await courier.queue_create(queue, visibility_timeout=VT_S)
-    for path, role in (("replication", "repl"), ("relay", "relay")):
+    paths: tuple[tuple[pglinks.Mode, str], ...] = (("replication", "repl"), ("relay", "relay"))
+    for path, role in paths:
         try:
             await pglinks.link(dbs.urls[role], dbs.urls["recv"], queues=[QUEUES[path]], mode=path)
         except pglinks.LinkError as exc:
@@ -300,7 +304,7 @@ def run_links(
 
 
 @contextlib.contextmanager
-def links_process(dbs: Databases) -> Iterator[mp.Process]:
+def links_process(dbs: Databases) -> Iterator[BaseProcess]:
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     relay = None if "relay" in dbs.skipped else (dbs.urls["relay"], dbs.urls["recv"])
@@ -422,6 +426,7 @@ def latency(
         group.wait_running()
         with sampler(ctx, group) as cpu:
             t0 = time.perf_counter()
+            assert isinstance(producer, Producer)  # links' own, which times each send
             producer.send_paced(total, per_s, stamped_payload)
             sent_s = time.perf_counter() - t0
             group.wait_handled(total, timeout=60)
@@ -566,15 +571,15 @@ def print_report(
     for scenario in results.order:
         unit = results.units[scenario]
         for k, name in enumerate(names):
-            value = results.value(scenario, name)
-            shown = "-" if value is None else _fmt(value, unit)
+            figure = results.value(scenario, name)
+            shown = "-" if figure is None else _fmt(figure, unit)
             ratio = spread = ""
             ratios = results.ratios(scenario, name, REFERENCE)
             if ratios:
                 ratio = f"{statistics.median(ratios):.2f}x"
                 if len(ratios) > 1 and name != REFERENCE:
                     spread = f"({min(ratios):.2f}-{max(ratios):.2f})"
-            target = "" if value is None else _target(scenario, name, value)
+            target = "" if figure is None else _target(scenario, name, figure)
             label = scenario if k == 0 else ""
             line = (
                 f"{label:<{name_w}}  {name:<{path_w}}  {shown:>14}  {ratio:>14}  "

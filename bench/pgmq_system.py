@@ -36,7 +36,8 @@ def consumer(link: Link, idx: int) -> None:
             return
         link.running[idx] = 1
         while not link.stop.is_set():
-            messages = client.read(link.target.queue, vt=VT_S, qty=BATCH)
+            read = client.read(link.target.queue, vt=VT_S, qty=BATCH)
+            messages = read if isinstance(read, list) else [read] if read else []
             if not messages:
                 time.sleep(POLL_S)
                 continue

@@ -34,13 +34,14 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from harness import BATCH, BENCH_DB, Link, System, Target, Unavailable, log, paced_async, record
+from pamqp.common import FieldTable
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 CONNECT_TIMEOUT_S = 5.0
 CONFIRM_TIMEOUT_S = 30.0
 # Per-run durable queue; the broker drops it after an hour unused should the run die
 # before deleting it (a queue redeclared or consumed from is in use).
-QUEUE_ARGS = {"x-expires": 3_600_000}
+QUEUE_ARGS: FieldTable = {"x-expires": 3_600_000}
 
 
 def _shown(url: str) -> str:
@@ -224,9 +225,14 @@ def _cleanup(target: Target, counter: _Counter) -> None:
 async def _probe(url: str) -> str:
     connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
     async with connection:
+        assert connection.transport is not None
         props = connection.transport.connection.server_properties
-        product, version = props.get("product", "?"), props.get("version", "?")
-    return f"{product} {version}"
+        product, version = (props.get(key, "?") for key in ("product", "version"))
+    return f"{_text(product)} {_text(version)}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def system(url: str) -> System:

@@ -221,9 +221,12 @@ def setup_shop(shop: RunningShop, customers: int) -> tuple[str, list[str]]:
     # The orders service learns of products from product events.
     with psycopg.connect(shop.orders_url) as conn:
         deadline = time.monotonic() + 30
-        while not conn.execute(
-            "SELECT count(*) FROM orders.product WHERE product_id = %s", [product_id]
-        ).fetchone()[0]:
+        while (
+            conn.execute(
+                "SELECT 1 FROM orders.product WHERE product_id = %s", [product_id]
+            ).fetchone()
+            is None
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("the orders service never heard of the product")
             time.sleep(0.05)

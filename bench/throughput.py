@@ -204,8 +204,8 @@ def print_report(
     for scenario in results.order:
         unit = results.units[scenario]
         for k, system in enumerate(systems):
-            value = results.value(scenario, system.name)
-            shown = "-" if value is None else _fmt(value, unit)
+            figure = results.value(scenario, system.name)
+            shown = "-" if figure is None else _fmt(figure, unit)
             ratio = spread = ""
             ratios = results.ratios(scenario, system.name, REFERENCE)
             if ratios:

@@ -123,8 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "privileges", parents=[common, listing], help="who may send to and consume each queue"
     )
     sub.add_parser("migrate", parents=[common], help="install or upgrade the schema")
-    numbers = {"positive_int": _positive_int, "positive_float": _positive_float}
-    link_cli.add_parsers(sub, common=common, listing=listing, **numbers)
+    link_cli.add_parsers(
+        sub,
+        common=common,
+        listing=listing,
+        positive_int=_positive_int,
+        positive_float=_positive_float,
+    )
     return parser
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -146,7 +146,9 @@ async def _keep_links(conn: psycopg.AsyncConnection, url: str, args: argparse.Na
     return code
 
 
-COMMANDS: dict[str, Callable[[psycopg.AsyncConnection, str, argparse.Namespace], Any]] = {
+COMMANDS: dict[
+    str, Callable[[psycopg.AsyncConnection, str, argparse.Namespace], Awaitable[int]]
+] = {
     "node": _node,
     "link": _link,
     "links": _links,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import pq, sql
@@ -389,7 +389,7 @@ async def fetch_outbox(
     after: int = 0,
     limit: int = 1000,
     lock: bool = False,
-) -> list[tuple]:
+) -> list[tuple[Any, ...]]:
     """The rows kept for `target` after id `after`, oldest first; lock: FOR UPDATE.
 
     The (target, id) index is forced: an outbox is mostly near empty when analyzed,
@@ -411,7 +411,7 @@ async def fetch_outbox(
         return await cur.fetchall()
 
 
-async def deliver_rows(conn: psycopg.AsyncConnection, rows: Sequence[tuple]) -> None:
+async def deliver_rows(conn: psycopg.AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Inserts outbox rows of another node into this database's outbox: its trigger
     delivers each to its queue once (or to the dead letters), keeping none."""
     async with conn.cursor() as cur:

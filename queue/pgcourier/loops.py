@@ -17,7 +17,7 @@ from .errors import DatabaseError
 def backoff_delay(attempt: int, *, base_s: float, max_s: float) -> float:
     """Exponential backoff with equal jitter: half fixed, half random. The exponent is
     bounded, however many attempts."""
-    ceiling = min(max_s, base_s * 2 ** min(max(attempt - 1, 0), 30))
+    ceiling = min(max_s, base_s * float(2 ** min(max(attempt - 1, 0), 30)))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

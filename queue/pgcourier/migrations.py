@@ -49,7 +49,7 @@ async def apply_migrations(
                 if version in done:
                     continue
                 log.info("applying migration %s/%s", component, version)
-                await conn.execute(text)  # type: ignore[arg-type]
+                await conn.execute(text)
                 await conn.execute(
                     "INSERT INTO pgcourier.schema_migration (component, version) VALUES (%s, %s)",
                     [component, version],
@@ -84,7 +84,7 @@ async def migrate(conn: psycopg.AsyncConnection) -> list[str]:
             version, text = _pgmq_install()
             log.info("installing pgmq %s from the bundled SQL", version)
             try:
-                await conn.execute(text)  # type: ignore[arg-type]
+                await conn.execute(text)
             except psycopg.Error as exc:
                 raise MigrationError(f"installing pgmq {version} failed: {exc}") from exc
             applied.append(f"pgmq/{version}")

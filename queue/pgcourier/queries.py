@@ -32,15 +32,13 @@ def without_comment_lines(text: str) -> str:
 @functools.cache
 def query(name: str) -> sql.Composed:
     """A query that names no queue table (braces are escaped as in every query file)."""
-    return sql.SQL(_text(name)).format()  # type: ignore[arg-type]
+    return sql.SQL(_text(name)).format()
 
 
 @functools.cache
 def queue_query(name: str, queue: str) -> sql.Composed:
     """A query against one queue's pgmq tables."""
-    return sql.SQL(_text(name)).format(  # type: ignore[arg-type]
-        queue=queue_table(queue), archive=archive_table(queue)
-    )
+    return sql.SQL(_text(name)).format(queue=queue_table(queue), archive=archive_table(queue))
 
 
 def migration_files() -> list[tuple[str, str]]:

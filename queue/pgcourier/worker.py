@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Collection, Coroutine
 from datetime import datetime
@@ -135,6 +136,9 @@ class Worker:
             consumer.wake.set()
         self.slots.interrupt()
 
+    def _flushed(self, queue: str, _rescheduled: bool) -> None:
+        self._wake(queue)
+
     def _wake(self, queue: str) -> None:
         consumer = self.consumers.get(queue)
         if consumer is not None:
@@ -198,7 +202,7 @@ class Worker:
                 self.courier,
                 settings,
                 inflight,
-                on_flushed=lambda _, q=queue: self._wake(q),
+                on_flushed=functools.partial(self._flushed, queue),
             )
             self.consumers[queue] = QueueConsumer(
                 self.courier,

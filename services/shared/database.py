@@ -35,7 +35,7 @@ def role_url(admin_url: str, service: str, password: str | None = None) -> str:
     params["user"] = role_name(service)
     if password:
         params["password"] = password
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def new_role_passwords() -> dict[str, str]:
@@ -63,7 +63,7 @@ async def _set_role_passwords(
             await conn.execute(
                 "SELECT set_config(%s, %s, true)", [f"shop.{role}_password", verifier]
             )
-        await conn.execute((SQL_ROOT / "shop" / "roles.sql").read_text())  # type: ignore[arg-type]
+        await conn.execute((SQL_ROOT / "shop" / "roles.sql").read_text())
 
 
 async def shop_migrate(
@@ -94,10 +94,11 @@ async def shop_migrate(
                 conn, component, migrations_in(migrations_dir(component))
             )
             applied += [f"{component}/{v}" for v in versions]
-        for queue in contracts.CONSUMERS if queue_settings else ():
-            await _queue_create(conn, queue, queue_settings)
+        if queue_settings is not None:
+            for queue in contracts.CONSUMERS:
+                await _queue_create(conn, queue, queue_settings)
         async with conn.transaction():
-            await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())  # type: ignore[arg-type]
+            await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())
             await grant_bus(conn)
     return applied
 
@@ -147,7 +148,7 @@ async def _migrate_databases(
                 if publisher(pattern, queue) == service:
                     await conn.execute("SELECT pgcourier.bind_topic(%s, %s)", [pattern, queue])
             async with conn.transaction():
-                await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())  # type: ignore[arg-type]
+                await conn.execute((SQL_ROOT / "shop" / "grants.sql").read_text())
                 await grant_bus(conn, services=[service])
                 await _connect_only(conn, service)
     return applied

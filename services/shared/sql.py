@@ -18,7 +18,7 @@ def migrations_dir(component: str) -> Path:
 def query(service: str, name: str) -> sql.Composed:
     """Literal braces are doubled in query files, as in pgcourier's own."""
     text = (SQL_ROOT / service / "queries" / f"{name}.sql").read_text()
-    return sql.SQL(text).format()  # type: ignore[arg-type]
+    return sql.SQL(text).format()
 
 
 @functools.cache
@@ -26,4 +26,4 @@ def table_query(component: str, name: str, table: tuple[str, str]) -> sql.Compos
     """A query of sql/<component>/queries/ on a table named at run time: `{table}`
     in the file becomes the quoted (schema, name)."""
     text = (SQL_ROOT / component / "queries" / f"{name}.sql").read_text()
-    return sql.SQL(text).format(table=sql.Identifier(*table))  # type: ignore[arg-type]
+    return sql.SQL(text).format(table=sql.Identifier(*table))

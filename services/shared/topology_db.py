@@ -87,7 +87,7 @@ def shop_databases(
         or make_conninfo(admin_url, dbname=database_name(admin_url, service))
         for service in SERVICES
     }
-    return ShopDatabases("databases", urls, link_mode)  # type: ignore[arg-type]
+    return ShopDatabases("databases", urls, link_mode)
 
 
 def create_databases(databases: ShopDatabases) -> list[str]:

@@ -66,7 +66,7 @@ def check_values(data: Any, path: str = "") -> None:
 @dataclass(frozen=True)
 class Field:
     name: str
-    type: type
+    type: type[Any]
     required: bool = True
     minimum: int | None = None
     maximum: int | None = None
