@@ -74,10 +74,10 @@ async def send_chain(courier: Courier, correlation_id: str) -> None:
     worker = Worker(courier, poll_interval=0.05, heartbeat_interval=0.5)
 
     async def reserve(message: Message, ctx: Context) -> None:
-        await ctx.send("console_b", {"step": "charge", **message.payload}, type="charge")
+        await ctx.send("console_b", {**message.payload, "step": "charge"}, type="charge")
 
     async def charge(message: Message, ctx: Context) -> None:
-        await ctx.send("console_c", {"step": "ship", **message.payload}, type="ship")
+        await ctx.send("console_c", {**message.payload, "step": "ship"}, type="ship")
 
     async def ship(message: Message, ctx: Context) -> None:
         raise RuntimeError("carrier unreachable")
@@ -252,6 +252,7 @@ async def test_a_correlation_id_is_followed_through_queues_archives_inboxes_and_
     assert ("archive", "console_a") in places and ("archive", "console_b") in places
     assert ("inbox", "console_a") in places and ("inbox", "console_b") in places
     assert ("dead-letter", "console_c") in places
+    assert "RuntimeError: carrier unreachable" in text, "a dead letter shows its last error"
     assert text.index("reserve") < text.index("charge") < text.index("ship")
 
 

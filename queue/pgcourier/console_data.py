@@ -49,6 +49,7 @@ class Found:
     done_at: datetime | None
     payload: Any = None
     headers: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a dead letter's last error
 
     @property
     def type(self) -> str | None:
@@ -197,8 +198,8 @@ class ConsoleDatabase:
             cur = await conn.execute(queries.query("console_correlation_other"), params)
             rows += await cur.fetchall()
             found = [
-                Found(self.name, q, place, mid, rc, at, done, payload, headers or {})
-                for q, place, mid, rc, at, done, payload, headers in rows
+                Found(self.name, q, place, mid, rc, at, done, payload, headers or {}, error)
+                for q, place, mid, rc, at, done, payload, headers, error in rows
             ]
             ids = sorted({str(f.headers["message_id"]) for f in found if "message_id" in f.headers})
             cur = await conn.execute(

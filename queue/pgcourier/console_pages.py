@@ -227,7 +227,7 @@ def correlation_body(correlation_id: str, found: Iterable[Found], errors: list[s
             href = queue_url(f.database, f.queue, "message", str(f.msg_id))
             link = f'<a href="{href}">{e(f.queue)}</a>'
         elif f.place == "dead letter":
-            what = f"<code>{short(f.payload, 60)}</code>"
+            what = f'<code>{short(f.payload, 60)}</code><br><code class="error">{e(f.error)}</code>'
             link = f'<a href="{queue_url(f.database, f.queue, "dead")}">{e(f.queue)}</a>'
         else:
             what = f"<code>{short(f.payload, 60)}</code>"

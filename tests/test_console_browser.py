@@ -1,0 +1,226 @@
+"""The console in a real browser: headless Chromium (Debian's chromium and
+chromium-driver) driven by Selenium against the console served by uvicorn.
+
+Skipped, with a notice at the end of the run (tests/conftest.py), when no Chromium
+is installed. Each page's screenshot is saved under test-output/console/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgcourier import Context, Courier, Message, Worker
+from pgcourier.console import Console
+from tests.helpers import running, scalar, wait_until
+from tests.test_console_http import TOKEN, dead_letter_count, make_dead_letter, send_chain
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-output" / "console"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+BROWSER_MISSING = "no Chromium: apt-get install chromium chromium-driver"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason=BROWSER_MISSING)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(DRIVER)))
+    driver.implicitly_wait(0)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def served(database_url: str, **options: Any) -> AsyncIterator[str]:
+    """The console on a free port of 127.0.0.1, in a thread with its own event loop."""
+    import uvicorn
+
+    options.setdefault("sample_interval_s", 0.2)
+    app = Console({"main": database_url}, token=TOKEN, **options).app()
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        await wait_until(lambda: server.started, within=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 20)
+
+
+async def in_browser(action: Callable[..., Any], *args: Any) -> Any:
+    """Selenium blocks: off the event loop, so the test's workers keep running."""
+    return await asyncio.to_thread(action, *args)
+
+
+async def seen(driver: Any, css: str, text: str | None = None, *, within: float = 15) -> Any:
+    """Waits for an element (with the text, if given) and returns it."""
+    from selenium.webdriver.common.by import By
+
+    def find() -> Any:
+        for element in driver.find_elements(By.CSS_SELECTOR, css):
+            if text is None or text in element.text:
+                return element
+        return None
+
+    found: list[Any] = []
+
+    async def present() -> bool:
+        element = await in_browser(find)
+        if element is not None:
+            found.append(element)
+        return element is not None
+
+    await wait_until(present, within=within, interval=0.1)
+    return found[-1]
+
+
+async def shot(driver: Any, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    await in_browser(driver.save_screenshot, str(path))
+    return path
+
+
+async def log_in(driver: Any, base: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    await in_browser(driver.get, f"{base}/login")
+    field = await seen(driver, "#token")
+    await in_browser(field.send_keys, TOKEN)
+    await in_browser(driver.find_element(By.ID, "login").click)
+    await seen(driver, ".badge.op")
+
+
+async def test_the_queues_page_shows_a_message_sent_during_the_test(
+    browser: Any, courier: Courier, database_url: str
+) -> None:
+    for name in ("orders_inbox", "payments_inbox", "products_inbox"):
+        await courier.queue_create(name)
+    async with served(database_url) as base:
+        await in_browser(browser.get, base)
+        await seen(browser, 'tr[data-queue="orders_inbox"] td.ready', "0")
+        await courier.send_batch("orders_inbox", [{"n": n} for n in range(3)])
+        await courier.send("payments_inbox", {"n": 1}, delay=600)
+        cell = await seen(browser, 'tr[data-queue="orders_inbox"] td.ready', "3")
+        assert cell.text == "3"
+        delayed = await seen(browser, 'tr[data-queue="payments_inbox"] td.delayed', "1")
+        assert delayed.text == "1"
+        await seen(browser, 'tr[data-queue="orders_inbox"] svg.chart polyline.sent')
+        assert "pgcourier console" in browser.title
+        await shot(browser, "queues")
+
+
+async def test_a_dead_letter_retried_from_the_page_is_then_handled(
+    browser: Any, courier: Courier, database_url: str
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    await make_dead_letter(courier, "console_dead", {"sku": "late"})
+    handled: list[Any] = []
+
+    async def accept(message: Message, ctx: Context) -> None:
+        handled.append(message.payload)
+
+    worker = Worker(courier, poll_interval=0.05, heartbeat_interval=0.5)
+    worker.handle("console_dead", accept)
+    async with served(database_url) as base, running(worker):
+        await in_browser(browser.get, f"{base}/db/main/queue/console_dead/dead")
+        await seen(browser, "ol.errors", "ValueError: cannot handle")
+        assert not await in_browser(browser.find_elements, By.ID, "retry-selected")
+        await log_in(browser, base)
+        await in_browser(browser.get, f"{base}/db/main/queue/console_dead/dead")
+        box = await seen(browser, 'input[type="checkbox"][name="id"]')
+        await in_browser(box.click)
+        await shot(browser, "dead-letters")
+        await in_browser(browser.find_element(By.ID, "retry-selected").click)
+        note = await seen(browser, "#note", "requeued 1 dead letter")
+        assert "requeued 1 dead letter" in note.text
+        await wait_until(lambda: handled, within=15)
+    assert handled == [{"sku": "late"}]
+    assert await dead_letter_count(courier, "console_dead") == 0
+    assert await scalar(courier, "SELECT count(*) FROM pgmq.q_console_dead") == 0
+
+
+async def test_a_purge_from_the_page_asks_before_deleting(
+    browser: Any, courier: Courier, database_url: str
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    await make_dead_letter(courier, "console_dead", {"sku": "gone"})
+    async with served(database_url) as base:
+        await log_in(browser, base)
+        await in_browser(browser.get, f"{base}/db/main/queue/console_dead/dead")
+        await in_browser((await seen(browser, "#purge-all")).click)
+        confirm = await seen(browser, "#confirm")
+        await shot(browser, "purge-confirmation")
+        assert await dead_letter_count(courier, "console_dead") == 1
+        await in_browser(confirm.send_keys, "console_dead")
+        await in_browser(browser.find_element(By.ID, "purge-confirm").click)
+        await seen(browser, "#note", "deleted 1 dead letter")
+    assert await dead_letter_count(courier, "console_dead") == 0
+
+
+async def test_the_correlation_view_shows_every_step_of_a_chain(
+    browser: Any, courier: Courier, database_url: str
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    await send_chain(courier, "order-0042")
+    async with served(database_url) as base:
+        await in_browser(browser.get, base)
+        search = await seen(browser, "#correlation-search")
+        await in_browser(search.send_keys, "order-0042")
+        await in_browser(search.submit)
+        table = await seen(browser, "table.correlation")
+        rows = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")[2:6]]
+            for row in await in_browser(table.find_elements, By.CSS_SELECTOR, "tbody tr")
+        ]
+        await shot(browser, "correlation")
+        assert ["console_a", "archive", rows[0][2], "reserve"] == rows[0]
+        places = {(queue, place, kind) for queue, place, _, kind in rows}
+        assert {
+            ("console_a", "archive", "reserve"),
+            ("console_a", "inbox", "-"),
+            ("console_b", "archive", "charge"),
+            ("console_b", "inbox", "-"),
+            ("console_c", "dead letter", "ship"),
+        } <= places
+        link = await in_browser(browser.find_element, By.LINK_TEXT, "console_b")
+        await in_browser(link.click)
+        payload = await seen(browser, "#payload", "charge")
+        assert '"order": "order-0042"' in payload.text
+        await shot(browser, "message")
