@@ -92,9 +92,10 @@ def second_server() -> Iterator[Any]:
     yield server
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """A loud notice when the console's browser tests did not run (no Chromium)."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
+    """A loud notice, last of all, when the console's browser tests did not run."""
+    yield
     skipped = terminalreporter.stats.get("skipped", [])
     if any("test_console_browser" in report.nodeid for report in skipped):
         terminalreporter.write_line("")
