@@ -12,6 +12,8 @@ import contextlib
 import shutil
 import socket
 import threading
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,25 +62,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def served(database_url: str, **options: Any) -> AsyncIterator[str]:
-    """The console on a free port of 127.0.0.1, in a thread with its own event loop."""
+@contextlib.contextmanager
+def serving(databases: dict[str, str], *, port: int | None = None) -> Iterator[str]:
+    """The console on 127.0.0.1, in a thread with its own event loop."""
     import uvicorn
 
-    options.setdefault("sample_interval_s", 0.2)
-    app = Console({"main": database_url}, token=TOKEN, **options).app()
-    port = free_port()
+    app = Console(databases, token=TOKEN, sample_interval_s=0.2).app()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        await wait_until(lambda: server.started, within=20)
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the console did not start"
+            time.sleep(0.02)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.to_thread(thread.join, 20)
+        thread.join(20)
+
+
+@contextlib.asynccontextmanager
+async def served(database_url: str) -> AsyncIterator[str]:
+    with serving({"main": database_url}) as base:
+        yield base
 
 
 async def in_browser(action: Callable[..., Any], *args: Any) -> Any:
@@ -224,3 +234,64 @@ async def test_the_correlation_view_shows_every_step_of_a_chain(
         payload = await seen(browser, "#payload", "charge")
         assert '"order": "order-0042"' in payload.text
         await shot(browser, "message")
+
+
+def test_the_correlation_view_shows_an_orders_whole_saga_across_the_shops_databases(
+    browser: Any, server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shop as runner.py starts it (a database per service, linked), with the
+    console over the four databases: an order placed over HTTP links to its saga."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from runner import keep_history
+    from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, made_shop_databases
+    from tests.shop.test_e2e import (
+        auth,
+        create_product,
+        started_shop,
+        wait_all_final,
+        wait_known_to_orders,
+    )
+
+    port = free_port()
+    monkeypatch.setenv("SHOP_CONSOLE_URL", f"http://127.0.0.1:{port}")  # the children inherit it
+    with made_shop_databases(server_url, "databases") as databases:
+        asyncio.run(keep_history(databases, retention_s=600))
+        named = {service: databases.url(service) for service in databases.urls}
+        with started_shop(databases, tmp_path) as shop, serving(named, port=port):
+            product_id = create_product(shop, shop.login(ADMIN_EMAIL, ADMIN_PASSWORD), stock=3)
+            wait_known_to_orders(shop, product_id)
+            customer = shop.customer()
+            with httpx.Client(timeout=30) as http:
+                placed = http.post(
+                    f"{shop.urls['orders']}/orders",
+                    json={"lines": [{"product_id": product_id, "quantity": 1}], "card_token": "t"},
+                    headers={**auth(customer), "Idempotency-Key": str(uuid.uuid4())},
+                )
+                assert placed.status_code == 202, placed.text
+                order_id = placed.json()["order_id"]
+                assert wait_all_final(shop, customer, [order_id])[order_id]["status"] == "confirmed"
+                order = http.get(f"{shop.urls['orders']}/orders/{order_id}", headers=auth(customer))
+            link = order.headers["link"]
+            assert link == f'<http://127.0.0.1:{port}/correlation/{order_id}>; rel="related"'
+
+            browser.get(link[1 : link.index(">")])
+            WebDriverWait(browser, 15).until(
+                lambda b: "payment.captured" in b.find_element(By.TAG_NAME, "main").text
+            )
+            rows = [
+                [cell.text for cell in row.find_elements(By.TAG_NAME, "td")[1:6]]
+                for row in browser.find_elements(By.CSS_SELECTOR, "table.correlation tbody tr")
+            ]
+            browser.save_screenshot(str(SHOTS / "saga.png"))
+    steps = {(db, queue, place, kind) for db, queue, place, _, kind in rows}
+    assert {
+        ("products", "products_inbox", "archive", "order.placed"),
+        ("orders", "orders_inbox", "archive", "stock.reserved"),
+        ("payments", "payments_inbox", "archive", "payment.charge"),
+        ("orders", "orders_inbox", "archive", "payment.captured"),
+    } <= steps
+    handled_in = {db for db, _, place, _, _ in rows if place == "inbox"}
+    assert handled_in == {"orders", "products", "payments"}

@@ -43,6 +43,13 @@ def queue_url(db: str, queue: str, *rest: str) -> str:
     return "/".join(["", "db", q(db), "queue", q(queue), *rest])
 
 
+def ident(value: object) -> str:
+    """A long id shortened to its first characters, whole in the tooltip."""
+    if not isinstance(value, str) or len(value) <= 13:
+        return e(value)
+    return f'<span class="ident" title="{e(value)}">{e(value[:8])}…</span>'
+
+
 def correlation_url(correlation_id: str) -> str:
     return f"/correlation/{q(correlation_id)}"
 
@@ -77,20 +84,15 @@ def page(title: str, body: str, *, operator: bool, token_set: bool, csrf: str | 
 
 
 def queues_body(databases: Sequence[str], *, poll_ms: int, history_s: float) -> str:
-    sections = []
-    for db in databases:
-        sections.append(f"""<section class="database">
-<h2>database <code>{e(db)}</code> <span class="error" data-error-for="{e(db)}"></span></h2>
-<table class="queues"><thead><tr><th>queue</th><th>ready</th><th>in flight</th>
-<th>delayed</th><th>dead</th><th>oldest ready</th>
+    names = ", ".join(f"<code>{e(db)}</code>" for db in databases)
+    return f"""<div id="live" data-poll-ms="{poll_ms}" data-history-s="{history_s:g}">
+<p class="meta">database{"s" if len(databases) > 1 else ""} {names} · updated
+<span id="updated">never</span></p><div id="db-errors"></div>
+<table class="queues"><thead><tr><th>database</th><th>queue</th><th>ready</th>
+<th>in flight</th><th>delayed</th><th>dead</th><th>oldest ready</th>
 <th>throughput, last {history_s / 60:g} min <span class="legend sent">sent</span>
 <span class="legend left">done</span></th></tr></thead>
-<tbody data-db="{e(db)}"><tr><td colspan="7">loading…</td></tr></tbody></table>
-</section>""")
-    return (
-        f'<div id="live" data-poll-ms="{poll_ms}" data-history-s="{history_s:g}">'
-        '<p class="meta">updated <span id="updated">never</span></p>' + "".join(sections) + "</div>"
-    )
+<tbody id="queue-rows"><tr><td colspan="8">loading…</td></tr></tbody></table></div>"""
 
 
 def stats_line(s: QueueStats | None) -> str:

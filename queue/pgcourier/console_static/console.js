@@ -54,7 +54,8 @@
   }
 
   function row(db, q, now) {
-    const tr = el("tr", { "data-queue": q.queue });
+    const tr = el("tr", { "data-db": db, "data-queue": q.queue });
+    tr.appendChild(el("td", { class: "db" }, db));
     const name = el("td");
     name.appendChild(el("a", { href: path("db", db, "queue", q.queue) }, q.queue));
     tr.appendChild(name);
@@ -79,20 +80,20 @@
       const response = await fetch("/api/queues", { cache: "no-store" });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const data = await response.json();
+      const rows = [];
+      const problems = [];
       for (const db of data.databases) {
-        const body = document.querySelector(`tbody[data-db="${CSS.escape(db.name)}"]`);
-        const problem = document.querySelector(`[data-error-for="${CSS.escape(db.name)}"]`);
-        if (problem) problem.textContent = db.error ? `unreachable: ${db.error}` : "";
-        if (!body) continue;
+        if (db.error) problems.push(el("p", { class: "error" }, `${db.name}: unreachable: ${db.error}`));
         const now = db.sampled_at || Date.now() / 1000;
-        const rows = db.queues.map((q) => row(db.name, q, now));
-        if (!rows.length) {
-          const empty = el("tr");
-          empty.appendChild(el("td", { colspan: "7" }, db.sampled_at ? "no queues" : "loading…"));
-          rows.push(empty);
-        }
-        body.replaceChildren(...rows);
+        for (const q of db.queues) rows.push(row(db.name, q, now));
       }
+      if (!rows.length) {
+        const empty = el("tr");
+        empty.appendChild(el("td", { colspan: "8" }, "no queues yet"));
+        rows.push(empty);
+      }
+      document.getElementById("queue-rows").replaceChildren(...rows);
+      document.getElementById("db-errors").replaceChildren(...problems);
       document.getElementById("updated").textContent = new Date().toLocaleTimeString();
     } catch (error) {
       document.getElementById("updated").textContent = `failed (${error.message}), retrying`;
