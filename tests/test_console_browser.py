@@ -129,6 +129,7 @@ async def log_in(driver: Any, base: str) -> None:
 
     await in_browser(driver.get, f"{base}/login")
     field = await seen(driver, "#token")
+    await shot(driver, "login")
     await in_browser(field.send_keys, TOKEN)
     await in_browser(driver.find_element(By.ID, "login").click)
     await seen(driver, ".badge.op")
@@ -137,6 +138,8 @@ async def log_in(driver: Any, base: str) -> None:
 async def test_the_queues_page_shows_a_message_sent_during_the_test(
     browser: Any, courier: Courier, database_url: str
 ) -> None:
+    from selenium.webdriver.common.by import By
+
     for name in ("orders_inbox", "payments_inbox", "products_inbox"):
         await courier.queue_create(name)
     async with served(database_url) as base:
@@ -151,6 +154,10 @@ async def test_the_queues_page_shows_a_message_sent_during_the_test(
         await seen(browser, 'tr[data-queue="orders_inbox"] svg.chart polyline.sent')
         assert "pgcourier console" in browser.title
         await shot(browser, "queues")
+        await in_browser((await seen(browser, 'a[href="/db/main/queue/orders_inbox"]')).click)
+        peeked = await seen(browser, "main table tbody")
+        assert len(await in_browser(peeked.find_elements, By.TAG_NAME, "tr")) == 3
+        await shot(browser, "queue")
 
 
 async def test_a_dead_letter_retried_from_the_page_is_then_handled(

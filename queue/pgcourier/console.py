@@ -41,6 +41,7 @@ STATIC = Path(__file__).resolve().parent / "console_static"
 COOKIE = "pgcourier_console"
 SESSION_TTL_S = 12 * 3600
 MAX_FORM_BYTES = 256 * 1024
+DEAD_LETTERS_SHOWN = 200
 SECURITY_HEADERS = {
     # Scripts and styles from this console only, never inline; no framing.
     "content-security-policy": "default-src 'self'; img-src 'self' data:; "
@@ -198,8 +199,10 @@ class Console:
 
     async def dead(self, request: Request) -> Response:
         db, queue = self.database(request), request.path_params["queue"]
-        letters = await db.dead_letters(queue)
+        letters = await db.dead_letters(queue, limit=DEAD_LETTERS_SHOWN)
         session = self.session(request)
+        shown = DEAD_LETTERS_SHOWN
+        more = f'<p class="meta">The oldest {shown}; retry all and purge all take every one.</p>'
         body = pages.message_note(request.query_params.get("note")) + pages.dead_body(
             db.name,
             queue,
@@ -207,6 +210,8 @@ class Console:
             operator=session is not None,
             csrf=session.csrf if session else None,
         )
+        if len(letters) >= shown:
+            body = more + body
         return self.render(request, f"dead letters of {queue}", body)
 
     async def dead_retry(self, request: Request) -> Response:

@@ -119,7 +119,10 @@ def queue_body(db: str, queue: str, stats: QueueStats | None, messages: list[Pee
         else "<p>The queue is empty.</p>"
     )
     dead = f'<p><a href="{queue_url(db, queue, "dead")}">dead letters</a></p>'
-    return stats_line(stats) + dead + "<h2>oldest messages</h2>" + table
+    title = (
+        f"<h2>oldest messages{f' (the first {len(messages)})' if len(messages) >= 50 else ''}</h2>"
+    )
+    return stats_line(stats) + dead + title + table
 
 
 def correlation_link(headers: dict[str, Any]) -> str:
