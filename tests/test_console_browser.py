@@ -97,13 +97,19 @@ async def in_browser(action: Callable[..., Any], *args: Any) -> Any:
 
 
 async def seen(driver: Any, css: str, text: str | None = None, *, within: float = 15) -> Any:
-    """Waits for an element (with the text, if given) and returns it."""
+    """Waits for an element (with the text, if given) and returns it. The queues page
+    redraws its rows on every poll, so an element found may be replaced meanwhile:
+    such a one is looked for again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def find() -> Any:
         for element in driver.find_elements(By.CSS_SELECTOR, css):
-            if text is None or text in element.text:
-                return element
+            try:
+                if text is None or text in element.text:
+                    return element
+            except StaleElementReferenceException:
+                continue
         return None
 
     found: list[Any] = []
@@ -116,6 +122,45 @@ async def seen(driver: Any, css: str, text: str | None = None, *, within: float 
 
     await wait_until(present, within=within, interval=0.1)
     return found[-1]
+
+
+async def seen_text(driver: Any, css: str, text: str) -> str:
+    """The text of a live element once it holds `text` (read in the same look)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def read() -> str | None:
+        try:
+            return next(
+                (e.text for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text),
+                None,
+            )
+        except StaleElementReferenceException:
+            return None
+
+    texts: list[str] = []
+
+    async def holds() -> bool:
+        value = await in_browser(read)
+        if value is not None:
+            texts.append(value)
+        return value is not None
+
+    await wait_until(holds, within=15, interval=0.1)
+    return texts[-1]
+
+
+async def click(driver: Any, css: str) -> None:
+    """Clicks an element of the live page, looking it up again if it was redrawn."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            await in_browser((await seen(driver, css)).click)
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css} kept being redrawn before it could be clicked")
 
 
 async def shot(driver: Any, name: str) -> Path:
@@ -147,14 +192,14 @@ async def test_the_queues_page_shows_a_message_sent_during_the_test(
         await seen(browser, 'tr[data-queue="orders_inbox"] td.ready', "0")
         await courier.send_batch("orders_inbox", [{"n": n} for n in range(3)])
         await courier.send("payments_inbox", {"n": 1}, delay=600)
-        cell = await seen(browser, 'tr[data-queue="orders_inbox"] td.ready', "3")
-        assert cell.text == "3"
-        delayed = await seen(browser, 'tr[data-queue="payments_inbox"] td.delayed', "1")
-        assert delayed.text == "1"
+        ready = await seen_text(browser, 'tr[data-queue="orders_inbox"] td.ready', "3")
+        assert ready == "3"
+        delayed = await seen_text(browser, 'tr[data-queue="payments_inbox"] td.delayed', "1")
+        assert delayed == "1"
         await seen(browser, 'tr[data-queue="orders_inbox"] svg.chart polyline.sent')
         assert "pgcourier console" in browser.title
         await shot(browser, "queues")
-        await in_browser((await seen(browser, 'a[href="/db/main/queue/orders_inbox"]')).click)
+        await click(browser, 'a[href="/db/main/queue/orders_inbox"]')
         peeked = await seen(browser, "main table tbody")
         assert len(await in_browser(peeked.find_elements, By.TAG_NAME, "tr")) == 3
         await shot(browser, "queue")
