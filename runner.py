@@ -17,6 +17,13 @@ python runner.py keys                  creates the token keys and service secret
                                        (once, in .shop-keys/) and prints the public
                                        keys, for compose.yaml's SHOP_TOKEN_PUBLIC_KEYS.
 python runner.py psql                  psql on the database.
+
+`up` and `demo` also start the live console (python -m pgcourier console) on the
+port after the services' (8005 by default, SHOP_CONSOLE_PORT), as the owner role
+over every database, with the operator token SHOP_CONSOLE_TOKEN or one kept in
+.shop-keys/console.token. So that it can show an order's whole saga after the
+fact, every queue keeps handled messages in its archive for SHOP_CONSOLE_HISTORY_S
+seconds (default 3600; 0 keeps none).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -123,7 +131,9 @@ def withhold_secrets_from_children() -> None:
     """The supervisor passes runner.py's environment on to every child: secrets read
     from it here must not follow (each child gets only its own, from process_env)."""
     for name in list(os.environ):
-        if name == "SHOP_ADMIN_PASSWORD" or name.startswith("SHOP_DB_PASSWORD"):
+        if name in ("SHOP_ADMIN_PASSWORD", "SHOP_CONSOLE_TOKEN") or name.startswith(
+            "SHOP_DB_PASSWORD"
+        ):
             del os.environ[name]
 
 
@@ -235,6 +245,54 @@ def print_databases(databases: ShopDatabases) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleProcess:
+    """The live console, supervised like the services (services.supervisor.Supervised)."""
+
+    host: str
+    port: int
+    instance: str = "console"
+
+    @property
+    def module_args(self) -> list[str]:
+        return ["-m", "pgcourier", "console", "--host", self.host, "--port", str(self.port)]
+
+
+def console_port(base_port: int | None) -> int:
+    given = os.environ.get("SHOP_CONSOLE_PORT")
+    if given:
+        return int(given)
+    return (base_port or DEFAULT_PORTS[SERVICES[0]]) + len(SERVICES)
+
+
+def console_env(databases: ShopDatabases, token: str) -> dict[str, str]:
+    """Every database under its service's name (one, "shop", in the one topology); the
+    URLs and the token go through the environment, never the command line (ps)."""
+    if databases.topology == "one":
+        named = {"shop": databases.url(SERVICES[0])}
+    else:
+        named = {service: databases.url(service) for service in SERVICES}
+    return {"PGCOURIER_CONSOLE_DATABASES": json.dumps(named), "PGCOURIER_CONSOLE_TOKEN": token}
+
+
+async def keep_history(databases: ShopDatabases, *, retention_s: float) -> None:
+    """Turns the archive on for every queue, kept retention_s (the workers prune it),
+    so the console can follow an order's saga after its messages were handled."""
+    for url in databases.distinct_urls():
+        async with Courier(url, pool_min_size=1, pool_max_size=1) as courier:
+            for stats in await Admin(courier).queue_stats():
+                now = await courier.queue_settings(stats.queue)
+                await courier.queue_create(
+                    stats.queue,
+                    visibility_timeout=now.visibility_timeout_s,
+                    max_attempts=now.max_attempts,
+                    backoff_base=now.backoff_base_s,
+                    backoff_max=now.backoff_max_s,
+                    archive=True,
+                    archive_retention=retention_s,
+                )
+
+
 def service_ports(base_port: int | None) -> dict[str, int]:
     if base_port is None:
         return dict(DEFAULT_PORTS)
@@ -301,9 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     # have their own process group: nothing else stops them).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ports = service_ports(args.base_port)
+    host = os.environ.get("SHOP_HOST") or "127.0.0.1"
+    console = ConsoleProcess(host, console_port(args.base_port))
+    console_url = f"http://127.0.0.1:{console.port}"
+    console_token = os.environ.get("SHOP_CONSOLE_TOKEN")
+    history_s = float(os.environ.get("SHOP_CONSOLE_HISTORY_S") or 3600)
     if args.command in ("up", "demo"):
         # Before anything starts (the embedded Postgres included), so nothing is left to undo.
-        taken = taken_ports(ports, host=os.environ.get("SHOP_HOST") or "127.0.0.1")
+        taken = taken_ports({**ports, "console": console.port}, host=host)
         for reason in taken:
             print(f"error: {reason}", file=sys.stderr, flush=True)
         if taken:
@@ -334,6 +397,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "migrate":
                 return 0
             keys = kept_keys(keys_dir)
+            token_file = keys_dir / "console.token"
+            if console_token is None:
+                console_token = kept_secret(token_file)[0]
+                token_note = f"operator token in {token_file}"
+            else:
+                token_note = "operator token from SHOP_CONSOLE_TOKEN"
+            if history_s > 0:
+                asyncio.run(keep_history(databases, retention_s=history_s))
             try:
                 for process in processes(replicas=args.replicas, topology=args.topology):
                     env = process_env(
@@ -346,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                         role_passwords=passwords,
                         ports=ports,
                     )
-                    supervisor.start(process, env)
+                    # The orders service links an order to its saga in the console.
+                    supervisor.start(process, {**env, "SHOP_CONSOLE_URL": console_url})
+                supervisor.start(console, console_env(databases, console_token))
                 urls = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
                 supervisor.wait_healthy(urls)
                 print(
@@ -355,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for service, service_url in urls.items():
                     print(f"  {service:<9} {service_url}   ({service_url}/openapi.json)")
+                print(f"  console   {console_url}   ({token_note})")
                 print(f"  admin     {admin_email} {admin_note}")
                 print_databases(databases)
                 print()

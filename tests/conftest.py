@@ -90,3 +90,22 @@ def second_server() -> Iterator[Any]:
 
     server = embedded(ROOT / ".pgdata-test-second")
     yield server
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
+    """A loud notice, last of all, when the console's browser tests did not run."""
+    yield
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any("test_console_browser" in report.nodeid for report in skipped):
+        terminalreporter.write_line("")
+        terminalreporter.write_line("!" * 78, red=True, bold=True)
+        terminalreporter.write_line(
+            "!!! BROWSER TESTS SKIPPED: no Chromium found. Install it to run them:",
+            red=True,
+            bold=True,
+        )
+        terminalreporter.write_line(
+            "!!!     apt-get install -y chromium chromium-driver", red=True, bold=True
+        )
+        terminalreporter.write_line("!" * 78, red=True, bold=True)

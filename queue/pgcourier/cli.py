@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from . import link_cli
+from . import console_cli, link_cli
 from .admin import Admin
 from .courier import Courier, wrap_driver_error
 from .errors import DatabaseError, PgCourierError, QueueNotFoundError
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         positive_int=_positive_int,
         positive_float=_positive_float,
     )
+    console_cli.add_parser(sub, common=common)
     return parser
 
 
@@ -411,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "console":  # a server with databases of its own, not one command
+        return console_cli.run(args)
     try:
         queue = getattr(args, "queue", None)  # a list where repeatable (link --queue)
         for name in queue if isinstance(queue, list) else [] if queue is None else [queue]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import uuid
 from typing import Any
 
@@ -170,9 +171,11 @@ async def _place(
             },
             conn=conn,
             ordering_key=order_id,
+            # The whole saga carries the order's id: the console follows it by that.
+            correlation_id=order_id,
         )
         await saga.schedule_timeout(
-            functools.partial(courier.send, conn=conn),
+            functools.partial(courier.send, conn=conn, correlation_id=order_id),
             order_id,
             saga.STEP_STOCK,
             settings.saga_step_timeout_s,
@@ -212,7 +215,10 @@ async def get_order(request: Request) -> Response:
         {"kind": kind, "status": status, "detail": detail, "at": at.isoformat()}
         for kind, status, detail, at in events
     ]
-    return JSONResponse(result)
+    console = request.app.state.console_url
+    # The console's page of the order's saga, when the shop runs one (SHOP_CONSOLE_URL).
+    link = {"link": f'<{console}/correlation/{order_id}>; rel="related"'} if console else None
+    return JSONResponse(result, headers=link)
 
 
 async def list_orders(request: Request) -> Response:
@@ -262,4 +268,5 @@ def create_app(settings: ServiceSettings) -> Starlette:
 
     app = service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)
     app.state.max_open_orders = settings.max_open_orders
+    app.state.console_url = os.environ.get("SHOP_CONSOLE_URL", "").rstrip("/") or None
     return app
