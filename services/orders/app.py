@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import uuid
@@ -136,8 +135,14 @@ async def _place(
             )
         cur = await conn.execute(
             query("orders", "order_insert"),
-            # Kept only until payment.charge carries it to payments (saga.apply).
-            {"customer_id": customer_id, "total_cents": total, "card_token": body["card_token"]},
+            {
+                "customer_id": customer_id,
+                "total_cents": total,
+                # Kept only until payment.charge carries it to payments (saga.apply).
+                "card_token": body["card_token"],
+                # The stock step's deadline (deadlines.py times the order out then).
+                "step_timeout_s": settings.saga_step_timeout_s,
+            },
         )
         row = await cur.fetchone()
         assert row is not None
@@ -173,12 +178,6 @@ async def _place(
             ordering_key=order_id,
             # The whole saga carries the order's id: the console follows it by that.
             correlation_id=order_id,
-        )
-        await saga.schedule_timeout(
-            functools.partial(courier.send, conn=conn, correlation_id=order_id),
-            order_id,
-            saga.STEP_STOCK,
-            settings.saga_step_timeout_s,
         )
         return await key.answer(conn, {"order_id": order_id, "status": saga.PENDING}, status=202)
 

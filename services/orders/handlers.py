@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from pgcourier import Context, Handler, Message, Worker
+from pgcourier import Context, Courier, Handler, Message, Worker
 from services.shared import contracts as c
 from services.shared.bus import receive
 from services.shared.contracts import InvalidPayload
@@ -14,7 +14,7 @@ from services.shared.revocation import handle_user_changed
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
-from . import saga
+from . import deadlines, saga
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def saga_handler(kind: str, timeout_s: float) -> Handler:
             return
         decision = saga.decide(kind, order.status, message.payload)
         if decision is not None:
-            status = await saga.apply(ctx, order, kind, decision, timeout_s)
+            status = await saga.apply(ctx.conn, ctx.send, order, kind, decision, timeout_s)
             # A timeout cancelling an order, and what it leaves to undo, lose a sale:
             # worth a warning. Declines and sold-out stock are business as usual.
             level = logging.WARNING if saga.lost_to_timeout(kind, decision) else logging.INFO
@@ -97,3 +97,12 @@ def setup(worker: Worker, settings: ServiceSettings) -> None:
     handle_user_changed(worker, "orders")
     for kind in SAGA_MESSAGES:
         receive(worker, kind, saga_handler(kind, settings.saga_step_timeout_s))
+
+
+async def expire_saga_steps(courier: Courier, settings: ServiceSettings) -> None:
+    """The worker process's companion: times out saga steps past their deadline."""
+    await deadlines.expire_steps(
+        courier,
+        timeout_s=settings.saga_step_timeout_s,
+        every_s=deadlines.expiry_interval(settings.saga_step_timeout_s),
+    )

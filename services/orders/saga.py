@@ -1,7 +1,8 @@
 """The order saga: what each reply or timeout does to an order, given its status.
 
 `decide` is pure, so the whole state machine reads (and is tested) as a table;
-`apply` carries a decision out inside the message handler's transaction.
+`apply` carries a decision out inside the transaction of the message's handler, or of
+the expiry of a step's deadline (deadlines.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from pgcourier import ConfigurationError, Context, Courier
+from pgcourier import ConfigurationError, Courier
 from services.shared import contracts as c
 from services.shared.contracts import InvalidPayload
 from services.shared.sql import query
@@ -27,6 +28,8 @@ CANCELLED = "cancelled"
 
 STEP_STOCK = "stock"
 STEP_PAYMENT = "payment"
+# The step an order in the saga waits on, by its status.
+STEP_OF = {PENDING: STEP_STOCK, AWAITING_PAYMENT: STEP_PAYMENT}
 
 # The queues a step waits on: its command's (products, payments) and its reply's
 # (orders). A worker that crashes holding a step's message gives it back only when
@@ -59,7 +62,7 @@ class Decision:
     to_status: str | None = None
     reason: str | None = None
     sends: tuple[str, ...] = ()
-    timeout: str | None = None  # the saga step whose timeout to start
+    timeout: str | None = None  # the saga step whose deadline to start
 
 
 def decide(kind: str, status: str, payload: dict[str, Any]) -> Decision | None:
@@ -167,18 +170,32 @@ async def lock_order(conn: psycopg.AsyncConnection, order_id: str) -> Order | No
     return None if row is None else Order(order_id, *row)
 
 
-async def apply(ctx: Context, order: Order, kind: str, decision: Decision, timeout_s: float) -> str:
-    """Carries out a decision in the handler's transaction; returns the resulting status."""
-    assert ctx.conn is not None, "saga handlers are transactional"
+# Sends a message in the caller's transaction: a handler's ctx.send, or the courier's
+# send on the expiry's connection.
+Send = Callable[..., Awaitable[object]]
+
+
+async def apply(
+    conn: psycopg.AsyncConnection,
+    send: Send,
+    order: Order,
+    kind: str,
+    decision: Decision,
+    timeout_s: float,
+) -> str:
+    """Carries out a decision in the transaction of `conn` (the order is locked in it);
+    returns the resulting status. A transition sets the next step's deadline, if the
+    decision starts one, and clears it otherwise."""
     status = order.status
     if decision.to_status is not None:
-        cur = await ctx.conn.execute(
+        cur = await conn.execute(
             query("orders", "order_transition"),
             {
                 "order_id": order.order_id,
                 "from_status": order.status,
                 "to_status": decision.to_status,
                 "reason": decision.reason,
+                "deadline_s": timeout_s if decision.timeout is not None else None,
             },
         )
         # The row is locked, so the guard cannot miss; checked anyway rather than assumed.
@@ -186,12 +203,10 @@ async def apply(ctx: Context, order: Order, kind: str, decision: Decision, timeo
             raise RuntimeError(f"order {order.order_id} left {order.status} under a lock")
         status = decision.to_status
     detail = decision.detail if decision.reason is None else f"{decision.detail}: {decision.reason}"
-    await record_event(ctx.conn, order.order_id, kind, status, detail)
+    await record_event(conn, order.order_id, kind, status, detail)
     for command in decision.sends:
         queue, payload = _command(order, command)
-        await ctx.send(queue, payload, type=command, ordering_key=order.order_id)
-    if decision.timeout is not None:
-        await schedule_timeout(ctx.send, order.order_id, decision.timeout, timeout_s)
+        await send(queue, payload, type=command, ordering_key=order.order_id)
     return status
 
 
@@ -209,24 +224,6 @@ def _command(order: Order, command: str) -> tuple[str, dict[str, Any]]:
     if command == c.STOCK_RELEASE:
         return c.PRODUCTS_INBOX, {"order_id": order.order_id}
     raise ValueError(f"unknown command {command!r}")
-
-
-async def schedule_timeout(
-    send: Callable[..., Awaitable[object]], order_id: str, step: str, delay_s: float
-) -> None:
-    """Schedules the step's timeout, to ourselves; `send` is ctx.send or a courier's.
-
-    Deliberately without an ordering key: pgcourier serves a key's messages strictly
-    oldest first, even one still delayed, so a timeout carrying the order's key would
-    hold back every reply for that order until it fired, and every order would time
-    out. The row lock in `lock_order` keeps a timeout and a reply from interleaving.
-    """
-    await send(
-        c.ORDERS_INBOX,
-        {"order_id": order_id, "step": step},
-        type=c.SAGA_TIMEOUT,
-        delay=delay_s,
-    )
 
 
 def step_timeout_floor(

@@ -9,7 +9,9 @@ handled one at a time and in order.
     orders     -- payment.charge ------------------------> payments_inbox
     payments   -- payment.captured | payment.declined ---> orders_inbox
     orders     -- stock.release / payment.refund --------> products_inbox / payments_inbox
-    orders     -- saga.timeout (delayed, to itself) -----> orders_inbox
+    (a saga step that gets no reply times out at its deadline, kept on the order:
+     services/orders/deadlines.py; saga.timeout messages, which orders once sent
+     itself delayed, are still handled when one arrives)
     products   -- publish product.created|updated -------> orders_inbox (topic)
     users      -- publish user.changed ------------------> products_, orders_, payments_inbox
                                                             (topic)

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
@@ -19,9 +19,18 @@ from .settings import ServiceSettings
 
 AppFactory = Callable[[ServiceSettings], Starlette]
 WorkerSetup = Callable[[Worker, ServiceSettings], None]
+# A task a worker process runs beside its worker, until the worker stops (the orders
+# service's expiry of saga steps).
+Companion = Callable[[Courier, ServiceSettings], Awaitable[None]]
 
 
-async def run_worker(settings: ServiceSettings, setup: WorkerSetup, *, name: str) -> None:
+async def run_worker(
+    settings: ServiceSettings,
+    setup: WorkerSetup,
+    *,
+    name: str,
+    companions: Sequence[Companion] = (),
+) -> None:
     async with Courier(settings.database_url, pool_max_size=10) as courier:
         worker = Worker(courier, concurrency=20, batch_size=20, name=name)
         setup(worker, settings)
@@ -29,10 +38,37 @@ async def run_worker(settings: ServiceSettings, setup: WorkerSetup, *, name: str
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
         logging.getLogger(settings.service).info("worker started")
-        await worker.run()
+        await run_with_companions(worker, [c(courier, settings) for c in companions])
 
 
-def main(service: str, app: AppFactory, setup: WorkerSetup | None) -> int:
+async def run_with_companions(worker: Worker, companions: Sequence[Awaitable[None]]) -> None:
+    """Runs the worker and its companions until the worker stops; a companion that ends
+    (it runs until cancelled, so it failed) stops the worker and the process, with its
+    error, for the supervisor to restart it."""
+    run = asyncio.ensure_future(worker.run())
+    tasks = [asyncio.ensure_future(c) for c in companions]
+    try:
+        await asyncio.wait({run, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():
+            worker.stop()
+            await run
+            for task in tasks:
+                if task.done():
+                    task.result()
+        run.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(
+    service: str,
+    app: AppFactory,
+    setup: WorkerSetup | None,
+    *,
+    companions: Sequence[Companion] = (),
+) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
     parser.add_argument("role", choices=["http", "worker"] if setup else ["http"])
     args = parser.parse_args()
@@ -45,7 +81,7 @@ def main(service: str, app: AppFactory, setup: WorkerSetup | None) -> int:
         settings = ServiceSettings.from_env(service)
         if args.role == "worker":
             assert setup is not None
-            asyncio.run(run_worker(settings, setup, name=instance))
+            asyncio.run(run_worker(settings, setup, name=instance, companions=companions))
         else:
             uvicorn.run(
                 app(settings),

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from pgcourier import ConfigurationError, Courier
-from services.orders import saga
+from services.orders import deadlines, saga
 from services.orders.app import MAX_ORDER_TOTAL_CENTS, create_app
 from services.orders.handlers import setup
 from services.shared import idempotency
@@ -55,6 +56,8 @@ class Shop:
     bus: Courier
     url: str
     settings: ServiceSettings
+    # As the orders service's role: what its worker process's expiry of saga steps uses.
+    orders: Courier
 
     async def sql(self, text: str, params: Any = None) -> list[tuple[Any, ...]]:
         async with await psycopg.AsyncConnection.connect(self.url) as conn:
@@ -125,8 +128,29 @@ class Shop:
 
         await wait_until(arrived, within=SETTLE_S, interval=0.05)
 
+    async def expire_steps(self, *, after_s: float | None = None) -> list[tuple[str, str]]:
+        """Times out saga steps as the orders worker would `after_s` seconds from now
+        (by default once every step started so far is past its deadline); returns
+        (order id, status after) of each. The tests' worker runs no expiry of its own:
+        a step times out when a test says so, not when a real clock runs out."""
+        if after_s is None:
+            after_s = self.settings.saga_step_timeout_s + 1
+        now = datetime.now(UTC) + timedelta(seconds=after_s)
+        return await deadlines.expire_due(
+            self.orders, timeout_s=self.settings.saga_step_timeout_s, now=now
+        )
+
+    async def deadline_in(self, order_id: str) -> float | None:
+        """Seconds until the order's step times out; None: it waits on no step."""
+        rows = await self.sql(
+            'SELECT extract(epoch FROM step_deadline - now()) FROM orders."order"'
+            " WHERE order_id = %s",
+            [order_id],
+        )
+        return None if rows[0][0] is None else float(rows[0][0])
+
     async def wait_idle(self) -> None:
-        """Until orders_inbox is empty: every reply and every timeout has been handled."""
+        """Until orders_inbox is empty: every reply has been handled."""
 
         async def idle() -> bool:
             return (await self.sql("SELECT count(*) FROM pgmq.q_orders_inbox"))[0][0] == 0
@@ -146,10 +170,11 @@ async def shop(
     settings = settings_for("orders")
     async with (
         Courier(shop_url, pool_max_size=2) as bus,
+        Courier(settings.database_url, pool_max_size=2) as orders,
         run_service_worker(settings, setup),
         serve_app(create_app(settings)) as client,
     ):
-        shop = Shop(client, bus, shop_url, settings)
+        shop = Shop(client, bus, shop_url, settings, orders)
         for product in CATALOGUE:
             await acting(bus, "products").publish(
                 "product.created", product, ordering_key=product["product_id"]
@@ -190,12 +215,11 @@ async def test_placing_an_order_is_pending_and_publishes_order_placed_with_the_l
 
     placed = await shop.sent("products_inbox", "order.placed", order_id)
     assert placed == [{"order_id": order_id, "customer_id": ALICE, "lines": lines}]
-    # The stock step's timeout is waiting, delayed, in our own queue.
-    delayed = await shop.sql(
-        "SELECT message, vt > now() FROM pgmq.q_orders_inbox WHERE headers ->> 'type' = %s",
-        ["saga.timeout"],
-    )
-    assert delayed == [({"order_id": order_id, "step": "stock"}, True)]
+    # The stock step times out at the order's deadline; no message waits for it.
+    deadline = await shop.deadline_in(order_id)
+    assert deadline is not None and 0 < deadline <= shop.settings.saga_step_timeout_s
+    assert await shop.expire_steps(after_s=0) == []  # not yet due
+    assert await shop.sql("SELECT count(*) FROM pgmq.q_orders_inbox") == [(0,)]
 
 
 async def test_orders_list_holds_only_the_callers_orders_newest_first(shop: Shop) -> None:
@@ -253,7 +277,9 @@ async def test_stock_reserved_then_payment_captured_confirms_the_order(shop: Sho
         ("stock.reserved", "awaiting_payment"),
         ("payment.captured", "confirmed"),
     ]
-    # Both steps' timeouts fire later and must leave a confirmed order alone.
+    # A confirmed order waits on no step: no deadline, nothing to time out later.
+    assert await shop.deadline_in(order_id) is None
+    assert await shop.expire_steps() == []
     await shop.wait_idle()
     assert (await shop.order(order_id))["status"] == "confirmed"
     assert await shop.sent("products_inbox", "stock.release", order_id) == []
@@ -286,15 +312,22 @@ async def test_no_payment_reply_times_out_releases_the_stock_and_refunds(shop: S
     order_id = await shop.place()
     await shop.reply("stock.reserved", {"order_id": order_id})
     await shop.wait_status(order_id, "awaiting_payment")
-    order = await shop.wait_status(order_id, "cancelled")
+    # The payment step's own deadline, a full step timeout from its start.
+    deadline = await shop.deadline_in(order_id)
+    assert deadline is not None and deadline > shop.settings.saga_step_timeout_s - 1
+    assert await shop.expire_steps() == [(order_id, "cancelled")]
+    order = await shop.order(order_id)
     assert order["reason"] == "timed out waiting for payment"
+    assert order["history"][-1]["kind"] == "saga.timeout"
+    assert await shop.deadline_in(order_id) is None
     assert await shop.sent("products_inbox", "stock.release", order_id) == [{"order_id": order_id}]
     assert await shop.sent("payments_inbox", "payment.refund", order_id) == [{"order_id": order_id}]
 
 
 async def test_no_stock_reply_times_out_and_releases_any_reservation(shop: Shop) -> None:
     order_id = await shop.place()
-    order = await shop.wait_status(order_id, "cancelled")
+    assert await shop.expire_steps() == [(order_id, "cancelled")]
+    order = await shop.order(order_id)
     assert order["reason"] == "timed out waiting for stock"
     assert await shop.sent("products_inbox", "stock.release", order_id) == [{"order_id": order_id}]
     assert await shop.sent("payments_inbox", "payment.charge", order_id) == []
@@ -302,7 +335,7 @@ async def test_no_stock_reply_times_out_and_releases_any_reservation(shop: Shop)
 
 async def test_a_reservation_arriving_after_the_stock_timeout_is_released(shop: Shop) -> None:
     order_id = await shop.place()
-    await shop.wait_status(order_id, "cancelled")
+    assert await shop.expire_steps() == [(order_id, "cancelled")]
     await shop.reply("stock.reserved", {"order_id": order_id})
     await shop.wait_sent("products_inbox", "stock.release", order_id, count=2)
     order = await shop.order(order_id)
@@ -311,10 +344,37 @@ async def test_a_reservation_arriving_after_the_stock_timeout_is_released(shop: 
     assert await shop.sent("payments_inbox", "payment.charge", order_id) == []
 
 
+async def test_an_order_a_reply_holds_is_skipped_by_the_expiry_and_timed_out_on_its_next_pass(
+    shop: Shop,
+) -> None:
+    order_id = await shop.place()
+    async with await psycopg.AsyncConnection.connect(shop.url) as handler:
+        # What a reply's handler holds while it decides (saga.lock_order).
+        await handler.execute(
+            'SELECT 1 FROM orders."order" WHERE order_id = %s FOR UPDATE', [order_id]
+        )
+        assert await shop.expire_steps() == []
+    assert await shop.expire_steps() == [(order_id, "cancelled")]
+    assert await shop.expire_steps() == []  # once
+
+
+async def test_a_saga_timeout_message_still_times_out_its_step(shop: Shop) -> None:
+    """Orders in the saga when deadlines came in had sent themselves these."""
+    order_id = await shop.place()
+    await acting(shop.bus, "orders").send(
+        "orders_inbox", {"order_id": order_id, "step": "stock"}, type="saga.timeout"
+    )
+    order = await shop.wait_status(order_id, "cancelled")
+    assert order["reason"] == "timed out waiting for stock"
+    assert await shop.deadline_in(order_id) is None
+    assert await shop.sent("products_inbox", "stock.release", order_id) == [{"order_id": order_id}]
+
+
 async def test_a_capture_arriving_after_cancellation_is_refunded(shop: Shop) -> None:
     order_id = await shop.place()
     await shop.reply("stock.reserved", {"order_id": order_id})
-    await shop.wait_status(order_id, "cancelled")  # payment timed out: one refund sent
+    await shop.wait_status(order_id, "awaiting_payment")
+    assert await shop.expire_steps() == [(order_id, "cancelled")]  # one refund sent
     await shop.reply(
         "payment.captured", {"order_id": order_id, "payment_id": "p1", "amount_cents": 500}
     )
@@ -506,13 +566,11 @@ async def test_a_retry_with_the_same_key_returns_the_first_order_and_creates_not
     assert retry.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     assert await order_count(shop) == 1
-    # Nothing else was sent twice either: one order.placed, one stock timeout.
+    # Nothing else was sent twice either: one order.placed, one deadline, one timeout.
     order_id = first.json()["order_id"]
     assert len(await shop.sent("products_inbox", "order.placed", order_id)) == 1
-    timeouts = await shop.sql(
-        "SELECT count(*) FROM pgmq.q_orders_inbox WHERE headers ->> 'type' = 'saga.timeout'"
-    )
-    assert timeouts == [(1,)]
+    assert await shop.expire_steps() == [(order_id, "cancelled")]
+    assert len(await shop.sent("products_inbox", "stock.release", order_id)) == 1
 
 
 async def test_the_same_key_with_a_different_body_is_refused(shop: Shop) -> None:
@@ -711,7 +769,10 @@ async def test_a_payment_captured_forged_by_products_is_dead_lettered_and_confir
     await acting(shop.bus, "products").send(
         "orders_inbox", forged, type="payment.captured", ordering_key=order_id
     )
-    await shop.wait_idle()  # the payment step's timeout included: no real answer came
+    await shop.wait_idle()
+    assert (await shop.order(order_id))["status"] == "awaiting_payment"
+    # No real answer came: the payment step times out.
+    assert await shop.expire_steps() == [(order_id, "cancelled")]
     order = await shop.order(order_id)
     assert order["status"] == "cancelled" and "timed out" in order["reason"]
     [(sender, error)] = await shop.sql(
@@ -761,6 +822,8 @@ async def test_a_cancelled_order_keeps_no_card_token(shop: Shop, kind: str) -> N
     order_id = await shop.place()
     if kind == "stock.rejected":
         await shop.reply(kind, {"order_id": order_id, "reason": "sold out"})
+    else:
+        await shop.expire_steps()
     await shop.wait_status(order_id, "cancelled")
     assert await card_token_of(shop, order_id) is None
 
