@@ -76,6 +76,7 @@ def validated_body(model: type[M], data: Any) -> M:
             for e in field_errors(exc, root="body")
             if e.field not in named and text_problem(e.field) is None
         ]
+        raise HTTPError.invalid(problems) from None
     if problems:
         raise HTTPError.invalid(problems)
     return result
@@ -131,6 +132,8 @@ def _message(error: Any) -> str:
             return f"must be at least {ctx['ge']}"
         case "less_than_equal":
             return f"must be at most {ctx['le']}"
+        case "string_too_short" | "too_short" if ctx["min_length"] == 1:
+            return "must not be empty"
         case "string_too_short":
             return f"must have at least {ctx['min_length']} characters"
         case "string_too_long":
