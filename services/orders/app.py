@@ -62,11 +62,9 @@ def _product_ids(lines: list[NewLine]) -> list[str]:
     return ids
 
 
-def _located(response: Response) -> Response:
-    """The 202 with Location naming the order (a replayed answer included)."""
-    if response.status_code == 202:
-        order_id = json.loads(response.body)["order_id"]
-        response.headers["Location"] = f"/orders/{order_id}"
+def _located(response: Response, order_id: str) -> Response:
+    """The answer with Location naming the order, where GET reads it."""
+    response.headers["Location"] = f"/orders/{order_id}"
     return response
 
 
@@ -78,7 +76,7 @@ async def place_order(request: Request) -> Response:
     courier: Courier = request.app.state.courier
     key = idempotency.RequestKey.of(request, body, caller=customer_id)
     try:
-        return _located(await _place(request, courier, key, body, product_ids, customer_id))
+        return await _place(request, courier, key, body, product_ids, customer_id)
     except _TooManyOpen:
         cap: int = request.app.state.max_open_orders
         return error_response(
@@ -104,7 +102,8 @@ async def _place(
     # and the idempotency key all exist or none does.
     async with courier.pool.connection() as conn, conn.transaction():
         if (first := await key.replay(conn)) is not None:
-            return first
+            # Only an accepted order's answer is kept, so it names the order.
+            return _located(first, json.loads(first.body)["order_id"])
         params = {"customer_id": customer_id}
         await conn.execute(query("orders", "customer_lock"), params)
         cur = await conn.execute(query("orders", "order_open_count"), params)
@@ -177,7 +176,7 @@ async def _place(
             settings.saga_step_timeout_s,
         )
         accepted = OrderAccepted(order_id=order_id, status=saga.PENDING)
-        return await key.answer(conn, accepted, status=202)
+        return _located(await key.answer(conn, accepted, status=202), order_id)
 
 
 _ORDER_COLUMNS = ("order_id", "customer_id", "status", "reason", "total_cents")

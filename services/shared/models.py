@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -128,3 +128,24 @@ class ErrorBody(BaseModel):
     errors: list[FieldProblem] | SkipJsonSchema[None] = omitted(
         description="every input at fault, when the error is about input"
     )
+
+
+class ConsumerHealth(BaseModel):
+    queue: str
+    live_workers: int = Field(description="workers of the service that beat within 15 s")
+    last_claim_at: Timestamp | None
+    oldest_ready_age_s: float | None = Field(
+        description="seconds the oldest ready message has waited (null: none waits)"
+    )
+
+
+class Health(BaseModel):
+    """/health's answer (built in services.shared.http; the tests hold it to this)."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    service: str
+    consumer: ConsumerHealth | SkipJsonSchema[None] = omitted(
+        description="the service's queue and its consumers (a service that consumes one)"
+    )
+    reasons: list[str] | SkipJsonSchema[None] = omitted(description="why it is degraded")
+    error: str | SkipJsonSchema[None] = omitted(description="why the database is unavailable")

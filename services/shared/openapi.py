@@ -4,7 +4,8 @@ Everything an endpoint declares is documented from the same declaration the serv
 acts on: the body and query models validate requests, the response model builds the
 answer, access decides 401 and 403. The error answers each route can give follow from
 those (a body can be malformed, too large, not JSON or invalid; a token missing;
-a path id unknown) plus the ones its handler gives itself (Endpoint.errors).
+a path id unknown) plus the ones its handler gives itself (Endpoint.errors). /health,
+served by every service alike, is documented from models.Health.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import idempotency
-from .models import ErrorBody
+from .models import ErrorBody, Health
 
 if TYPE_CHECKING:
     from .http import Endpoint
@@ -49,7 +50,7 @@ _RETRY_AFTER = {
 def document(title: str, endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     endpoints = list(endpoints)
     refs, schemas = _schemas(endpoints)
-    paths: dict[str, dict[str, Any]] = {}
+    paths: dict[str, dict[str, Any]] = {"/health": {"get": _health(refs)}}
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs)
     return {
@@ -68,7 +69,10 @@ def document(title: str, endpoints: Iterable[Endpoint]) -> dict[str, Any]:
 def _schemas(
     endpoints: list[Endpoint],
 ) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], Any], dict[str, Any]]:
-    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (ErrorBody, "serialization"),
+        (Health, "serialization"),
+    ]
     for e in endpoints:
         if e.body is not None:
             wanted.append((e.body, "validation"))
@@ -100,6 +104,22 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         op["security"] = [{"bearer": []}]
     op["responses"] = {str(e.success): _success(e, refs)} | _errors(e, refs)
     return op
+
+
+def _health(refs: dict[Any, Any]) -> dict[str, Any]:
+    body = {"application/json": {"schema": refs[(Health, "serialization")]}}
+    return {
+        "summary": "Whether this process can serve and its queue is being consumed",
+        "operationId": "health",
+        "responses": {
+            "200": {"description": "ok, or degraded with the reasons", "content": body},
+            "503": {
+                "description": ERROR_DESCRIPTIONS[503],
+                "content": body,
+                "headers": _RETRY_AFTER,
+            },
+        },
+    }
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:

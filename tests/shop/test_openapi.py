@@ -150,6 +150,10 @@ async def test_answers_and_errors_match_their_documented_schemas(services) -> No
     missing = f"/orders/{uuid.uuid4()}"
     await orders.check("GET", missing, "/orders/{order_id}", 404, headers=CUSTOMER)
     await payments.check("GET", "/payments/summary", "/payments/summary", 200, headers=ADMIN)
+    for service in services.values():
+        # No worker runs here: degraded, with its consumer's figures and the reasons.
+        health = await service.check("GET", "/health", "/health", 200)
+        assert health.json()["status"] in ("ok", "degraded")
     await payments.check(
         "GET", f"{missing}/payments", "/orders/{order_id}/payments", 404, headers=ADMIN
     )
