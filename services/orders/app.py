@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -10,41 +11,30 @@ from typing import Any
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from pgcourier import Courier
 from services.shared import contracts as c
 from services.shared import idempotency
+from services.shared.errors import FieldError
 from services.shared.http import (
     Endpoint,
     HTTPError,
     error_response,
-    int_query,
+    json_response,
     not_found,
     path_uuid,
     principal,
     read_json,
+    read_query,
     service_app,
 )
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
-from services.shared.validation import Field, Schema
 
 from . import saga
+from .models import NewLine, NewOrder, OrderAccepted, OrderDetail, OrderPage, Orders
 
-LINE = Schema(
-    (
-        Field("product_id", str, min_length=1, max_length=64),
-        Field("quantity", int, minimum=1, maximum=1000),
-    )
-)
-PLACE_ORDER = Schema(
-    (
-        Field("lines", list, min_length=1, max_length=50, items=LINE),
-        Field("card_token", str, min_length=1, max_length=100),
-    )
-)
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
 # payments keeps amounts in an integer column; an order it cannot charge is refused here.
 MAX_ORDER_TOTAL_CENTS = 2**31 - 1
 
@@ -58,31 +48,36 @@ def _invalid(field: str, message: str) -> HTTPError:
     return HTTPError(422, "validation_error", message, field=field)
 
 
-def _product_ids(lines: list[dict[str, Any]]) -> list[str]:
-    """Canonical product ids, one per line; 422 naming the line for a bad or repeated one."""
-    ids: list[str] = []
-    for i, line in enumerate(lines):
-        field = f"lines[{i}].product_id"
-        try:
-            product_id = str(uuid.UUID(line["product_id"]))
-        except ValueError:
-            raise _invalid(field, "must be a uuid") from None
-        if product_id in ids:
-            raise _invalid(field, "repeats an earlier line's product; combine the quantities")
-        ids.append(product_id)
+def _product_ids(lines: list[NewLine]) -> list[str]:
+    """Canonical product ids, one per line; 422 naming every line that repeats one."""
+    ids = [str(line.product_id) for line in lines]
+    repeats = [
+        FieldError(
+            f"lines[{i}].product_id", "repeats an earlier line's product; combine the quantities"
+        )
+        for i, product_id in enumerate(ids)
+        if product_id in ids[:i]
+    ]
+    if repeats:
+        raise HTTPError.invalid(repeats)
     return ids
 
 
+def _located(response: Response, order_id: str) -> Response:
+    """The answer with Location naming the order, where GET reads it."""
+    response.headers["Location"] = f"/orders/{order_id}"
+    return response
+
+
 async def place_order(request: Request) -> Response:
-    body = await read_json(request, PLACE_ORDER)
-    lines: list[dict[str, Any]] = body["lines"]
-    product_ids = _product_ids(lines)
+    body = await read_json(request, NewOrder)
+    product_ids = _product_ids(body.lines)
     customer_id = principal(request).user_id
     settings: ServiceSettings = request.app.state.settings
     courier: Courier = request.app.state.courier
     key = idempotency.RequestKey.of(request, body, caller=customer_id)
     try:
-        return await _place(request, courier, key, lines, product_ids, customer_id, body)
+        return await _place(request, courier, key, body, product_ids, customer_id)
     except _TooManyOpen:
         cap: int = request.app.state.max_open_orders
         return error_response(
@@ -99,17 +94,17 @@ async def _place(
     request: Request,
     courier: Courier,
     key: idempotency.RequestKey,
-    lines: list[dict[str, Any]],
+    body: NewOrder,
     product_ids: list[str],
     customer_id: str,
-    body: dict[str, Any],
 ) -> Response:
     settings: ServiceSettings = request.app.state.settings
-    # One transaction: the order, its first event, order.placed, the stock timeout
-    # and the idempotency key all exist or none does.
+    # One transaction: the order (with its stock step's deadline), its first event,
+    # order.placed and the idempotency key all exist or none does.
     async with courier.pool.connection() as conn, conn.transaction():
         if (first := await key.replay(conn)) is not None:
-            return first
+            # Only an accepted order's answer is kept, so it names the order.
+            return _located(first, json.loads(bytes(first.body))["order_id"])
         params = {"customer_id": customer_id}
         await conn.execute(query("orders", "customer_lock"), params)
         cur = await conn.execute(query("orders", "order_open_count"), params)
@@ -120,12 +115,16 @@ async def _place(
             query("orders", "product_select_active"), {"product_ids": product_ids}
         )
         catalogue = {str(pid): (name, price) for pid, name, price in await cur.fetchall()}
-        for i, product_id in enumerate(product_ids):
-            if product_id not in catalogue:
-                raise _invalid(f"lines[{i}].product_id", "is not a product on sale")
+        absent = [
+            FieldError(f"lines[{i}].product_id", "is not a product on sale")
+            for i, product_id in enumerate(product_ids)
+            if product_id not in catalogue
+        ]
+        if absent:
+            raise HTTPError.invalid(absent)
         names = [catalogue[pid][0] for pid in product_ids]
         prices = [catalogue[pid][1] for pid in product_ids]
-        quantities = [line["quantity"] for line in lines]
+        quantities = [line.quantity for line in body.lines]
         total = sum(p * q for p, q in zip(prices, quantities, strict=True))
         if total > MAX_ORDER_TOTAL_CENTS:
             raise _invalid(
@@ -139,7 +138,7 @@ async def _place(
                 "customer_id": customer_id,
                 "total_cents": total,
                 # Kept only until payment.charge carries it to payments (saga.apply).
-                "card_token": body["card_token"],
+                "card_token": body.card_token,
                 # The stock step's deadline (deadlines.py times the order out then).
                 "step_timeout_s": settings.saga_step_timeout_s,
             },
@@ -162,7 +161,7 @@ async def _place(
             order_id,
             c.ORDER_PLACED,
             saga.PENDING,
-            f"order placed: {len(lines)} line(s), {total} cents; reserving stock",
+            f"order placed: {len(body.lines)} line(s), {total} cents; reserving stock",
         )
         await courier.publish(
             c.ORDER_PLACED,
@@ -179,20 +178,23 @@ async def _place(
             # The whole saga carries the order's id: the console follows it by that.
             correlation_id=order_id,
         )
-        return await key.answer(conn, {"order_id": order_id, "status": saga.PENDING}, status=202)
+        accepted = OrderAccepted(order_id=uuid.UUID(order_id), status=saga.PENDING)
+        return _located(await key.answer(conn, accepted, status=202), order_id)
 
 
-def _order_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    order_id, customer_id, status, reason, total, created_at, updated_at = row
-    return {
-        "order_id": str(order_id),
-        "customer_id": customer_id,
-        "status": status,
-        "reason": reason,
-        "total_cents": total,
-        "created_at": created_at.isoformat(),
-        "updated_at": updated_at.isoformat(),
-    }
+_ORDER_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "status",
+    "reason",
+    "total_cents",
+    "created_at",
+    "updated_at",
+)
+
+
+def _order(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(_ORDER_COLUMNS, row, strict=True))
 
 
 async def get_order(request: Request) -> Response:
@@ -205,32 +207,31 @@ async def get_order(request: Request) -> Response:
             raise not_found("order")
         lines = await _fetch_all(conn, "order_line_list", order_id)
         events = await _fetch_all(conn, "order_event_list", order_id)
-    result = _order_json(order)
-    result["lines"] = [
-        {"product_id": str(pid), "name": name, "quantity": q, "unit_price_cents": price}
-        for pid, name, q, price in lines
-    ]
-    result["history"] = [
-        {"kind": kind, "status": status, "detail": detail, "at": at.isoformat()}
-        for kind, status, detail, at in events
-    ]
+    detail = _order(order) | {
+        "lines": [
+            {"product_id": pid, "name": name, "quantity": q, "unit_price_cents": price}
+            for pid, name, q, price in lines
+        ],
+        "history": [
+            {"kind": kind, "status": status, "detail": text, "at": at}
+            for kind, status, text, at in events
+        ],
+    }
     console = request.app.state.console_url
     # The console's page of the order's saga, when the shop runs one (SHOP_CONSOLE_URL).
     link = {"link": f'<{console}/correlation/{order_id}>; rel="related"'} if console else None
-    return JSONResponse(result, headers=link)
+    return json_response(OrderDetail.model_validate(detail), headers=link)
 
 
 async def list_orders(request: Request) -> Response:
-    limit = int_query(
-        request, "limit", default=LIST_LIMIT_DEFAULT, minimum=1, maximum=LIST_LIMIT_MAX
-    )
+    limit = read_query(request, OrderPage).limit
     async with request.app.state.courier.pool.connection() as conn:
         cur = await conn.execute(
             query("orders", "order_list_by_customer"),
             {"customer_id": principal(request).user_id, "limit": limit},
         )
         rows = await cur.fetchall()
-    return JSONResponse({"orders": [_order_json(row) for row in rows]})
+    return json_response(Orders.model_validate({"orders": [_order(row) for row in rows]}))
 
 
 async def _fetch_one(
@@ -250,13 +251,33 @@ ENDPOINTS = [
         "POST",
         "/orders",
         place_order,
-        "Place an order (retry safely with an Idempotency-Key)",
-        body=PLACE_ORDER,
+        "Place an order (retry safely with an Idempotency-Key); Location names it",
+        body=NewOrder,
+        response=OrderAccepted,
         success=202,
+        errors={
+            422: "invalid input (errors names every field at fault), a product not on sale,"
+            " a total over the limit, or an Idempotency-Key already used for another request",
+            429: "too many of your orders are still being processed",
+        },
         idempotent=True,
+        location=True,
     ),
-    Endpoint("GET", "/orders", list_orders, "Your orders, newest first (?limit=1..100)"),
-    Endpoint("GET", "/orders/{order_id}", get_order, "An order with its lines and history"),
+    Endpoint(
+        "GET",
+        "/orders",
+        list_orders,
+        "Your orders, newest first",
+        query=OrderPage,
+        response=Orders,
+    ),
+    Endpoint(
+        "GET",
+        "/orders/{order_id}",
+        get_order,
+        "An order with its lines and history",
+        response=OrderDetail,
+    ),
 ]
 
 

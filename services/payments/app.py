@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import Any
-
 from psycopg.rows import dict_row
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from services.shared.contracts import PAYMENTS_INBOX
-from services.shared.http import Endpoint, not_found, path_uuid, principal, service_app
+from services.shared.http import (
+    Endpoint,
+    json_response,
+    not_found,
+    path_uuid,
+    principal,
+    service_app,
+)
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
-
-def _as_json(row: dict[str, Any]) -> dict[str, Any]:
-    def plain(value: Any) -> Any:
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        return value.isoformat() if isinstance(value, datetime) else value
-
-    return {key: plain(value) for key, value in row.items()}
+from .models import Payments, Summary
 
 
 async def order_payments(request: Request) -> Response:
@@ -40,7 +36,7 @@ async def order_payments(request: Request) -> Response:
         rows = [row for row in rows if row["customer_id"] == who.user_id]
     if not rows:
         raise not_found("order")
-    return JSONResponse({"payments": [_as_json(row) for row in rows]})
+    return json_response(Payments.model_validate({"payments": rows}))
 
 
 async def summary(request: Request) -> Response:
@@ -48,8 +44,8 @@ async def summary(request: Request) -> Response:
         cur = await conn.execute(query("payments", "payment_summary"))
         row = await cur.fetchone()
     captured, refunded = (int(row[0]), int(row[1])) if row else (0, 0)
-    return JSONResponse(
-        {"captured_cents": captured, "refunded_cents": refunded, "net_cents": captured - refunded}
+    return json_response(
+        Summary(captured_cents=captured, refunded_cents=refunded, net_cents=captured - refunded)
     )
 
 
@@ -60,6 +56,7 @@ ENDPOINTS = [
         order_payments,
         "The payments of one of your orders (any order for an admin); 404 otherwise",
         access="user",
+        response=Payments,
     ),
     Endpoint(
         "GET",
@@ -67,6 +64,7 @@ ENDPOINTS = [
         summary,
         "Money captured, refunded and still held, in cents (admins only)",
         access="admin",
+        response=Summary,
     ),
 ]
 

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the services: endpoints, JSON errors, auth, OpenAPI, health."""
+"""HTTP plumbing shared by the services: endpoints, JSON errors, auth, input, health."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import psycopg
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,23 +23,27 @@ from starlette.routing import Route
 
 from pgcourier import Admin, Courier, DatabaseError
 
-from . import idempotency
+from . import idempotency, openapi
 from .auth import AuthError, Principal, token_verify
-from .errors import HTTPError
+from .errors import FieldError, HTTPError
+from .models import ErrorBody, FieldProblem, uuid_from_text
 from .revocation import revocation_check
 from .settings import ServiceSettings
-from .validation import Schema, ValidationError, check_values, text_problem
+from .validation import text_problem, validated_body, validated_query
 
 __all__ = [
     "Endpoint",
     "HTTPError",
-    "int_query",
+    "json_response",
     "not_found",
     "parse_json",
     "path_uuid",
     "principal",
     "read_json",
+    "read_query",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("services.http")
 
@@ -58,12 +63,32 @@ def error_response(
     message: str,
     field: str | None = None,
     *,
+    errors: tuple[FieldError, ...] = (),
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"error": error, "message": message}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = ErrorBody(
+        error=error,
+        message=message,
+        field=field,
+        errors=[FieldProblem(field=e.field, message=e.message) for e in errors] or None,
+    )
+    return json_response(body, status=status, headers=headers, exclude_none=True)
+
+
+def json_response(
+    body: BaseModel,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    exclude_none: bool = False,
+) -> Response:
+    """body as JSON, serialised once, straight from the model."""
+    return Response(
+        body.model_dump_json(exclude_none=exclude_none),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -110,11 +135,12 @@ def not_found(what: str) -> HTTPError:
 
 
 def path_uuid(request: Request, name: str, what: str) -> uuid.UUID:
-    """A UUID path parameter. Anything else cannot name a `what`: 404, not a database error."""
-    try:
-        return uuid.UUID(request.path_params[name])
-    except ValueError:
-        raise not_found(what) from None
+    """A UUID path parameter, in the form /openapi.json declares (format uuid). Anything
+    else cannot name a `what`: 404, not a database error."""
+    found = uuid_from_text(request.path_params[name])
+    if found is None:
+        raise not_found(what)
+    return found
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -122,17 +148,29 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A route with what /openapi.json says about it. access: public, user or admin."""
+    """A route and its contract, which /openapi.json documents (services.shared.openapi).
+
+    access: public, user or admin. body, query: the models the handler reads with
+    read_json and read_query; response: the model of its success answer (None: no body).
+    errors: the error statuses the handler itself answers, with what they mean; those
+    that follow from the rest (401, 403, 400/413/415/422 for a body, 404 for a path id,
+    503) are documented without being listed here.
+    """
 
     method: str
     path: str
     handler: Handler
     summary: str
     access: str = "user"
-    body: Schema | None = None
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
     success: int = 200
+    errors: Mapping[int, str] = field(default_factory=dict)
     # Accepts an Idempotency-Key header (the handler uses services.shared.idempotency).
     idempotent: bool = False
+    # The success answer's Location header names what was created.
+    location: bool = False
 
 
 def principal(request: Request) -> Principal:
@@ -170,10 +208,10 @@ def _bounded_int(text: str) -> int | float:
 
 
 def parse_json(raw: bytes) -> Any:
-    """The JSON value with every string storable and every number in range.
+    """The JSON value; an integer too long to be in range is inf and NaN, Infinity are
+    kept, until validation names the fields that hold them.
 
-    HTTPError: 400 if not JSON; 422 if nested over MAX_JSON_DEPTH, or if a string holds
-    NUL or a lone surrogate, or a number is past a bigint (or NaN, Infinity, 1e400).
+    HTTPError: 400 if not JSON; 422 if nested over MAX_JSON_DEPTH.
     """
     if json_depth(raw) > MAX_JSON_DEPTH:
         raise HTTPError(
@@ -183,10 +221,6 @@ def parse_json(raw: bytes) -> Any:
         data = json.loads(raw, parse_int=_bounded_int, parse_constant=lambda _: math.nan)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise HTTPError(400, "malformed_json", "request body is not valid JSON") from None
-    try:
-        check_values(data)
-    except ValidationError as exc:
-        raise HTTPError(422, "validation_error", exc.message, field=exc.field) from None
     return data
 
 
@@ -196,8 +230,10 @@ def is_json_media_type(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
-async def read_json(request: Request, schema: Schema) -> dict[str, Any]:
-    """The validated body; 413 over the size limit, 415 if not JSON, 422 naming the field."""
+async def read_json(request: Request, model: type[M]) -> M:
+    """The body as model; 413 over the size limit, 415 if not JSON, 400 if malformed,
+    422 naming every field at fault (NUL, lone surrogates and numbers past a bigint
+    anywhere in it included)."""
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     # Digits counted before int(): a 5,000-digit Content-Length is over any limit.
@@ -218,25 +254,13 @@ async def read_json(request: Request, schema: Schema) -> dict[str, Any]:
         if size > limit:
             raise HTTPError(413, "body_too_large", f"request body is over {limit} bytes")
         chunks.append(chunk)
-    data = parse_json(b"".join(chunks))
-    try:
-        return schema.validate(data)
-    except ValidationError as exc:
-        raise HTTPError(422, "validation_error", exc.message, field=exc.field) from None
+    return validated_body(model, parse_json(b"".join(chunks)))
 
 
-def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
-    """A numeric query parameter: ASCII digits only (not "²", which str.isdigit() takes
-    and int() refuses, nor "+1", " 1" or "1_000"), within minimum..maximum; else 422."""
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    digits = len(str(maximum))
-    if raw.isascii() and raw.isdigit() and len(raw) <= digits and minimum <= int(raw) <= maximum:
-        return int(raw)
-    raise HTTPError(
-        422, "validation_error", f"must be an integer from {minimum} to {maximum}", field=name
-    )
+def read_query(request: Request, model: type[M]) -> M:
+    """The query parameters as model; 422 naming every one at fault. (Their text was
+    checked before the handler ran: see _check_request_text.)"""
+    return validated_query(model, request.query_params)
 
 
 def _check_request_text(request: Request) -> None:
@@ -284,7 +308,7 @@ def _guard(endpoint: Endpoint) -> Handler:
                 request.state.principal = who
             return await endpoint.handler(request)
         except HTTPError as exc:
-            return error_response(exc.status, exc.error, exc.message, exc.field)
+            return error_response(exc.status, exc.error, exc.message, exc.field, errors=exc.errors)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -306,45 +330,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def openapi(title: str, endpoints: list[Endpoint]) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for e in endpoints:
-        op: dict[str, Any] = {
-            "summary": e.summary,
-            "responses": {str(e.success): {"description": "success"}},
-        }
-        if e.access != "public":
-            op["security"] = [{"bearer": []}]
-            op["responses"]["401"] = {"description": "missing or invalid token"}
-        if e.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": e.body.openapi()}},
-            }
-            op["responses"]["422"] = {"description": "invalid field"}
-        if e.idempotent:
-            op["parameters"] = [idempotency.OPENAPI_PARAMETER]
-            op["responses"]["422"] = {
-                "description": "invalid field or Idempotency-Key, or the key was already"
-                " used with a different request"
-            }
-        op["responses"]["503"] = {
-            "description": "the database is unavailable; retry after Retry-After seconds",
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-        }
-        paths.setdefault(e.path, {})[e.method.lower()] = op
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": title, "version": "1.0.0"},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            }
-        },
-    }
-
-
 def service_app(
     settings: ServiceSettings,
     endpoints: list[Endpoint],
@@ -356,7 +341,7 @@ def service_app(
 
     consumes: the queue the service's workers consume, whose consumers /health watches.
     """
-    spec = openapi(f"{settings.service} service", endpoints)
+    spec = openapi.document(f"{settings.service} service", endpoints)
 
     async def health(request: Request) -> Response:
         """ok; degraded (still 200: this process serves) with the reasons when the

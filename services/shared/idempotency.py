@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -90,6 +91,8 @@ class RequestKey:
                 field=HEADER,
             )
         settings = request.app.state.settings
+        if isinstance(body, BaseModel):
+            body = body.model_dump(mode="json", exclude_unset=True)
         # Keyed with a server secret: bodies carry passwords, and a plain hash of
         # one could be guessed offline by whoever reads the table.
         fingerprint = hmac.new(
@@ -142,6 +145,8 @@ class RequestKey:
         self, conn: psycopg.AsyncConnection, body: Any, *, status: int
     ) -> JSONResponse:
         """The response, recorded under the key in the caller's transaction."""
+        if isinstance(body, BaseModel):
+            body = body.model_dump(mode="json")
         if self.key is not None:
             params = self._params() | {"status": status, "body": Jsonb(body)}
             await conn.execute(

@@ -1,22 +1,18 @@
-"""Declarative request schemas: one description serves validation and /openapi.json."""
+"""Input to typed models, or a 422 that names every field at fault at once."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
+import pydantic
 
-class ValidationError(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+from .errors import FieldError, HTTPError
 
+M = TypeVar("M", bound=pydantic.BaseModel)
 
-_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
-
-# What a request may carry at all, whatever its schema says: an integer past a bigint
+# What a request may carry at all, whatever its model says: an integer past a bigint
 # is past every column of the shop.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
@@ -36,114 +32,120 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def check_values(data: Any, path: str = "") -> None:
-    """Every string (keys too) storable and every number within a bigint; ValidationError
-    naming the first value that is not. (Nesting is bounded before parsing: see
+def storage_problems(data: Any, path: str = "") -> list[FieldError]:
+    """Every string (keys too) that Postgres could not store and every number past a
+    bigint, wherever they are in data. (Nesting is bounded before parsing: see
     services.shared.http.parse_json.)"""
     where = path or "body"
     if isinstance(data, str):
         if (problem := text_problem(data)) is not None:
-            raise ValidationError(where, problem)
+            return [FieldError(where, problem)]
     elif isinstance(data, int) and not isinstance(data, bool):
         if not INT_MIN <= data <= INT_MAX:
-            raise ValidationError(where, "is too large a number")
+            return [FieldError(where, "is too large a number")]
     elif isinstance(data, float):
         # parse_json turns an integer too long to convert into inf, as json turns 1e400.
         if data in (math.inf, -math.inf):
-            raise ValidationError(where, "is too large a number")
+            return [FieldError(where, "is too large a number")]
         if math.isnan(data):
-            raise ValidationError(where, "must be a finite number")
+            return [FieldError(where, "must be a finite number")]
     elif isinstance(data, dict):
+        problems = []
         for key, value in data.items():
             if (problem := text_problem(key)) is not None:
-                raise ValidationError(where, f"has a key that {problem}")
-            check_values(value, _join(path, key))
+                problems.append(FieldError(where, f"has a key that {problem}"))
+            else:
+                problems += storage_problems(value, _join(path, key))
+        return problems
     elif isinstance(data, list):
-        for i, item in enumerate(data):
-            check_values(item, f"{where}[{i}]")
+        return [p for i, item in enumerate(data) for p in storage_problems(item, f"{where}[{i}]")]
+    return []
 
 
-@dataclass(frozen=True)
-class Field:
-    name: str
-    type: type[Any]
-    required: bool = True
-    minimum: int | None = None
-    maximum: int | None = None
-    min_length: int | None = None
-    max_length: int | None = None
-    items: Schema | None = None  # for lists of objects
-    choices: tuple[str, ...] | None = None
-
-    def check(self, value: Any, path: str) -> Any:
-        # bool is an int in Python; JSON true is not a number.
-        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
-            raise ValidationError(path, f"must be {_JSON_TYPES[self.type]}")
-        if self.minimum is not None and value < self.minimum:
-            raise ValidationError(path, f"must be at least {self.minimum}")
-        if self.maximum is not None and value > self.maximum:
-            raise ValidationError(path, f"must be at most {self.maximum}")
-        if self.min_length is not None and len(value) < self.min_length:
-            raise ValidationError(path, f"must have at least {self.min_length} items/characters")
-        if self.max_length is not None and len(value) > self.max_length:
-            raise ValidationError(path, f"must have at most {self.max_length} items/characters")
-        if self.choices is not None and value not in self.choices:
-            raise ValidationError(path, f"must be one of {', '.join(self.choices)}")
-        if self.items is not None:
-            return [self.items.validate(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        return value
-
-    def openapi(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"type": _JSON_TYPES[self.type]}
-        for key, value in (
-            ("minimum", self.minimum),
-            ("maximum", self.maximum),
-            ("minLength" if self.type is str else "minItems", self.min_length),
-            ("maxLength" if self.type is str else "maxItems", self.max_length),
-        ):
-            if value is not None:
-                spec[key] = value
-        if self.choices:
-            spec["enum"] = list(self.choices)
-        if self.items is not None:
-            spec["items"] = self.items.openapi()
-        return spec
+def validated_body(model: type[M], data: Any) -> M:
+    """data (parsed JSON) as model; HTTPError 422 listing every field at fault."""
+    problems = storage_problems(data)
+    try:
+        result = model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        # A field already refused for what it holds is not refused twice; nor is a field
+        # whose name could not be stored (it was reported as its parent's key).
+        named = {p.field for p in problems}
+        problems += [
+            e
+            for e in field_errors(exc, root="body")
+            if e.field not in named and text_problem(e.field) is None
+        ]
+        raise HTTPError.invalid(problems) from None
+    if problems:
+        raise HTTPError.invalid(problems)
+    return result
 
 
-@dataclass(frozen=True)
-class Schema:
-    fields: tuple[Field, ...]
-    partial: bool = field(default=False)  # every field optional (PATCH)
+def validated_query(model: type[M], params: Mapping[str, str]) -> M:
+    """The query parameters as model (their text is storable: the caller checked it)."""
+    try:
+        return model.model_validate(dict(params))
+    except pydantic.ValidationError as exc:
+        raise HTTPError.invalid(field_errors(exc, root="query")) from None
 
-    def validate(self, data: Any, path: str = "") -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise ValidationError(path or "body", "must be a JSON object")
-        known = {f.name for f in self.fields}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValidationError(_join(path, unknown[0]), "is not a known field")
-        result: dict[str, Any] = {}
-        for f in self.fields:
-            name = _join(path, f.name)
-            if f.name not in data:
-                if f.required and not self.partial:
-                    raise ValidationError(name, "is required")
-                continue
-            result[f.name] = f.check(data[f.name], name)
-        if self.partial and not result:
-            raise ValidationError(path or "body", "must set at least one field")
-        return result
 
-    def openapi(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "type": "object",
-            "properties": {f.name: f.openapi() for f in self.fields},
-            "additionalProperties": False,
-        }
-        required = [f.name for f in self.fields if f.required and not self.partial]
-        if required:
-            spec["required"] = required
-        return spec
+def field_errors(exc: pydantic.ValidationError, *, root: str) -> list[FieldError]:
+    """Each of exc's errors as the field it names (root: the input as a whole) and a
+    message in the services' words. The input itself is never repeated back: it may
+    be a password."""
+    return [
+        FieldError(_location(e["loc"]) or root, _message(e))
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
+    return path
+
+
+_TYPES = {
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "bool_type": "must be a boolean",
+    "bool_parsing": "must be a boolean",
+    "list_type": "must be an array",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+}
+
+
+def _message(error: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind in _TYPES:
+        return _TYPES[kind]
+    match kind:
+        case "greater_than_equal":
+            return f"must be at least {ctx['ge']}"
+        case "less_than_equal":
+            return f"must be at most {ctx['le']}"
+        case "string_too_short" | "too_short" if ctx["min_length"] == 1:
+            return "must not be empty"
+        case "string_too_short":
+            return f"must have at least {ctx['min_length']} characters"
+        case "string_too_long":
+            return f"must have at most {ctx['max_length']} characters"
+        case "too_short":
+            return f"must have at least {ctx['min_length']} items"
+        case "too_long":
+            return f"must have at most {ctx['max_length']} items"
+        case "literal_error":
+            return f"must be one of {ctx['expected']}"
+    # The models' own checks (PydanticCustomError) speak the services' words already.
+    return str(error["msg"])
 
 
 def _join(path: str, name: str) -> str:

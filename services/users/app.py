@@ -3,71 +3,52 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from typing import Any
 
 from psycopg.rows import dict_row
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from pgcourier import ConfigurationError, Courier
 from services.shared import idempotency
-from services.shared.auth import ROLES, Principal
+from services.shared.auth import Principal
 from services.shared.http import (
     Endpoint,
     HTTPError,
     error_response,
-    int_query,
+    json_response,
     not_found,
     path_uuid,
     principal,
     read_json,
+    read_query,
     service_app,
 )
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
-from services.shared.validation import Field, Schema
 
 from . import password_policy, sessions, throttle
+from .models import (
+    Login,
+    Logout,
+    Me,
+    Refresh,
+    Register,
+    RoleChange,
+    Tokens,
+    User,
+    UserPage,
+    Users,
+    normalise_email,
+)
 from .passwords import hash_password, looks_hashed, verify_password
 from .permissions import permissions_for
 
 log = logging.getLogger("users")
 
-# Deliberately loose: one @, something dotted after it, no spaces. Whether the
-# address exists is not something a regex can tell.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _LOGIN_FAILED = "wrong email or password"
-
-REGISTER = Schema(
-    (
-        Field("email", str, max_length=254),
-        Field(
-            "password",
-            str,
-            min_length=password_policy.MIN_LENGTH,
-            max_length=password_policy.MAX_LENGTH,
-        ),
-    )
-)
-# No length rules at login: a wrong password gets the same 401 whatever its shape.
-LOGIN = Schema((Field("email", str, max_length=254), Field("password", str, max_length=1024)))
-ROLE = Schema((Field("role", str, choices=ROLES),))
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def _user(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "user_id": str(row["user_id"]),
-        "email": row["email"],
-        "role": row["role"],
-        "created_at": row["created_at"].isoformat(),
-    }
 
 
 async def _fetch_one(request: Request, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -80,20 +61,17 @@ async def _fetch_one(request: Request, name: str, params: dict[str, Any]) -> dic
 
 
 async def register(request: Request) -> Response:
-    body = await read_json(request, REGISTER)
-    email = normalise_email(body["email"])
-    if not _EMAIL.fullmatch(email):
-        raise HTTPError(422, "validation_error", "must be an email address", field="email")
-    if looks_hashed(body["password"]):
+    body = await read_json(request, Register)
+    if looks_hashed(body.password):
         raise HTTPError(
             422, "validation_error", "send the password itself, not a hash", field="password"
         )
     try:
-        password_policy.check(body["password"], email=email)
+        password_policy.check(body.password, email=body.email)
     except password_policy.WeakPassword as exc:
         raise HTTPError(422, "weak_password", str(exc), field="password") from None
     key = idempotency.RequestKey.of(request, body)
-    params = {"email": email, "password_hash": await hash_password(body["password"])}
+    params = {"email": body.email, "password_hash": await hash_password(body.password)}
     async with (
         request.app.state.courier.pool.connection() as conn,
         conn.transaction(),
@@ -105,12 +83,12 @@ async def register(request: Request) -> Response:
         row = await cur.fetchone()
         if row is None:
             raise HTTPError(409, "conflict", "an account with this email already exists")
-        return await key.answer(conn, _user(row), status=201)
+        return await key.answer(conn, User.model_validate(row), status=201)
 
 
 async def login(request: Request) -> Response:
-    body = await read_json(request, LOGIN)
-    email = normalise_email(body["email"])
+    body = await read_json(request, Login)
+    email = body.email
     courier: Courier = request.app.state.courier
     address = request.client.host if request.client is not None else "unknown"
     try:
@@ -124,7 +102,7 @@ async def login(request: Request) -> Response:
         )
     row = await _fetch_one(request, "account_by_email", {"email": email})
     stored = row["password_hash"] if row is not None else None
-    if not await verify_password(stored, body["password"]) or row is None:
+    if not await verify_password(stored, body.password) or row is None:
         raise HTTPError(401, "unauthorized", _LOGIN_FAILED)
     await throttle.succeeded(courier, email=email)
     who = Principal(str(row["user_id"]), row["role"], row["token_version"])
@@ -143,21 +121,18 @@ async def me(request: Request) -> Response:
     if row is None:
         raise not_found("user")
     # The stored role, not the token's: it may have changed since the token was issued.
-    return JSONResponse({**_user(row), "permissions": permissions_for(row["role"])})
+    return json_response(Me.model_validate({**row, "permissions": permissions_for(row["role"])}))
 
 
 async def user_list(request: Request) -> Response:
-    params = {
-        "limit": int_query(request, "limit", default=100, minimum=1, maximum=500),
-        "offset": int_query(request, "offset", default=0, minimum=0, maximum=10**9),
-    }
+    params = read_query(request, UserPage).model_dump()
     async with (
         request.app.state.courier.pool.connection() as conn,
         conn.cursor(row_factory=dict_row) as cur,
     ):
         await cur.execute(query("users", "account_list"), params)
         rows = await cur.fetchall()
-    return JSONResponse({"users": [_user(r) for r in rows]})
+    return json_response(Users.model_validate({"users": rows}))
 
 
 async def user_get(request: Request) -> Response:
@@ -169,19 +144,19 @@ async def user_get(request: Request) -> Response:
     row = await _fetch_one(request, "account_get", {"user_id": user_id})
     if row is None:
         raise not_found("user")
-    return JSONResponse(_user(row))
+    return json_response(User.model_validate(row))
 
 
 async def user_role_set(request: Request) -> Response:
     user_id = path_uuid(request, "user_id", "user")
-    body = await read_json(request, ROLE)
+    body = await read_json(request, RoleChange)
     courier: Courier = request.app.state.courier
     async with (
         courier.pool.connection() as conn,
         conn.transaction(),
         conn.cursor(row_factory=dict_row) as cur,
     ):
-        params = {"user_id": user_id, "role": body["role"]}
+        params = {"user_id": user_id, "role": body.role}
         await cur.execute(query("users", "account_role_update"), params)
         row = await cur.fetchone()
         if row is None:
@@ -193,7 +168,7 @@ async def user_role_set(request: Request) -> Response:
         await sessions.user_changed(
             courier, conn, user_id=str(user_id), token_version=row["token_version"]
         )
-    return JSONResponse(_user(row))
+    return json_response(User.model_validate(row))
 
 
 async def user_delete(request: Request) -> Response:
@@ -248,8 +223,10 @@ def create_app(settings: ServiceSettings) -> Starlette:
             register,
             "Create a customer account (retry safely with an Idempotency-Key)",
             access="public",
-            body=REGISTER,
+            body=Register,
+            response=User,
             success=201,
+            errors={409: "an account with this email already exists"},
             idempotent=True,
         ),
         Endpoint(
@@ -258,7 +235,12 @@ def create_app(settings: ServiceSettings) -> Starlette:
             login,
             "Exchange email and password for an access token and a refresh token",
             access="public",
-            body=LOGIN,
+            body=Login,
+            response=Tokens,
+            errors={
+                401: "wrong email or password",
+                429: "too many failed attempts for this account or from this address",
+            },
         ),
         Endpoint(
             "POST",
@@ -266,7 +248,9 @@ def create_app(settings: ServiceSettings) -> Starlette:
             sessions.refresh,
             "Exchange a refresh token for a new access token and refresh token",
             access="public",
-            body=sessions.REFRESH,
+            body=Refresh,
+            response=Tokens,
+            errors={401: "invalid or expired refresh token"},
         ),
         Endpoint(
             "POST",
@@ -274,19 +258,39 @@ def create_app(settings: ServiceSettings) -> Starlette:
             sessions.logout,
             "Revoke a refresh token (everywhere: every session and access token)",
             access="public",
-            body=sessions.LOGOUT,
+            body=Logout,
             success=204,
+            errors={401: "everywhere, with a refresh token that is not live"},
         ),
-        Endpoint("GET", "/users/me", me, "The caller's account and permissions"),
-        Endpoint("GET", "/users", user_list, "All accounts (limit, offset)", access="admin"),
-        Endpoint("GET", "/users/{user_id}", user_get, "One account (admin, or yourself)"),
+        Endpoint(
+            "GET",
+            "/users/me",
+            me,
+            "The caller's account and permissions",
+            response=Me,
+            errors={404: "the account no longer exists"},
+        ),
+        Endpoint(
+            "GET",
+            "/users",
+            user_list,
+            "All accounts, oldest first",
+            access="admin",
+            query=UserPage,
+            response=Users,
+        ),
+        Endpoint(
+            "GET", "/users/{user_id}", user_get, "One account (admin, or yourself)", response=User
+        ),
         Endpoint(
             "PUT",
             "/users/{user_id}/role",
             user_role_set,
             "Change an account's role",
             access="admin",
-            body=ROLE,
+            body=RoleChange,
+            response=User,
+            errors={409: "cannot demote the last admin"},
         ),
         Endpoint(
             "DELETE",
@@ -295,6 +299,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
             "Delete an account",
             access="admin",
             success=204,
+            errors={409: "cannot delete the last admin"},
         ),
     ]
     if settings.signing_key is None:

@@ -14,21 +14,18 @@ from typing import Any
 
 import psycopg
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from pgcourier import Courier
 from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.contracts import USER_CHANGED
-from services.shared.http import HTTPError, read_json
+from services.shared.http import HTTPError, json_response, read_json
 from services.shared.revocation import revocation_apply
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
-from services.shared.validation import Field, Schema
 
-REFRESH = Schema((Field("refresh_token", str, max_length=200),))
-LOGOUT = Schema(
-    (Field("refresh_token", str, max_length=200), Field("everywhere", bool, required=False))
-)
+from .models import Logout, Refresh, Tokens
+
 _REFUSED = "invalid or expired refresh token: sign in again"
 
 
@@ -45,9 +42,9 @@ def _signing_key(settings: ServiceSettings) -> SigningKey:
     return settings.signing_key
 
 
-def token_response(body: dict[str, Any]) -> Response:
+def token_response(body: Tokens) -> Response:
     # Tokens are credentials: no proxy or browser cache may keep a copy.
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def session_start(
@@ -56,7 +53,7 @@ async def session_start(
     who: Principal,
     *,
     family_id: uuid.UUID | None = None,
-) -> dict[str, Any]:
+) -> Tokens:
     """An access token for who and a new refresh token (a new chain unless family_id)."""
     refresh_token = secrets.token_urlsafe(32)
     if family_id is None:
@@ -70,13 +67,13 @@ async def session_start(
             "ttl_s": float(settings.refresh_ttl_s),
         },
     )
-    return {
-        "token": token_issue(who, key=_signing_key(settings), ttl_s=settings.token_ttl_s),
-        "token_type": "bearer",
-        "expires_in": int(settings.token_ttl_s),
-        "refresh_token": refresh_token,
-        "refresh_expires_in": int(settings.refresh_ttl_s),
-    }
+    return Tokens(
+        token=token_issue(who, key=_signing_key(settings), ttl_s=settings.token_ttl_s),
+        token_type="bearer",
+        expires_in=int(settings.token_ttl_s),
+        refresh_token=refresh_token,
+        refresh_expires_in=int(settings.refresh_ttl_s),
+    )
 
 
 async def user_changed(
@@ -107,18 +104,18 @@ async def _lock(conn: psycopg.AsyncConnection, refresh_token: str) -> tuple[Any,
 
 
 async def refresh(request: Request) -> Response:
-    body = await read_json(request, REFRESH)
+    body = await read_json(request, Refresh)
     settings: ServiceSettings = request.app.state.settings
     answer = None
     async with request.app.state.courier.pool.connection() as conn, conn.transaction():
-        row = await _lock(conn, body["refresh_token"])
+        row = await _lock(conn, body.refresh_token)
         if row is not None:
             user_id, family_id, rotated, expired, role, version = row
             if rotated or expired:
                 await conn.execute(_q("refresh_token_revoke_family"), {"family_id": family_id})
             else:
                 await conn.execute(
-                    _q("refresh_token_rotate"), {"token_hash": _hash(body["refresh_token"])}
+                    _q("refresh_token_rotate"), {"token_hash": _hash(body.refresh_token)}
                 )
                 who = Principal(str(user_id), role, version)
                 answer = await session_start(conn, settings, who, family_id=family_id)
@@ -131,25 +128,25 @@ async def refresh(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Ends the refresh token's chain; everywhere: every session, and every access token
     the user holds (a new token version), on every service within seconds."""
-    body = await read_json(request, LOGOUT)
+    body = await read_json(request, Logout)
     courier: Courier = request.app.state.courier
     refused = False
     async with courier.pool.connection() as conn, conn.transaction():
-        row = await _lock(conn, body["refresh_token"])
+        row = await _lock(conn, body.refresh_token)
         if row is not None:
             user_id, family_id, rotated, expired, _, _ = row
             await conn.execute(_q("refresh_token_revoke_family"), {"family_id": family_id})
             # Only a live token may log its user out everywhere: an old copy must not
             # become a way to sign someone out over and over.
-            if body.get("everywhere") and not (rotated or expired):
+            if body.everywhere and not (rotated or expired):
                 await conn.execute(_q("refresh_token_revoke_user"), {"user_id": user_id})
                 cur = await conn.execute(_q("account_token_version_bump"), {"user_id": user_id})
                 bumped = await cur.fetchone()
                 assert bumped is not None, "a deletion waits for the locked token (cascade)"
                 await user_changed(courier, conn, user_id=str(user_id), token_version=bumped[0])
-            elif body.get("everywhere"):
+            elif body.everywhere:
                 refused = True
-        elif body.get("everywhere"):
+        elif body.everywhere:
             refused = True
     if refused:
         raise HTTPError(401, "unauthorized", _REFUSED)

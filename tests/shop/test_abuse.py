@@ -19,7 +19,9 @@ from starlette.routing import Route
 from services.orders.app import create_app as orders_app
 from services.payments.app import create_app as payments_app
 from services.products.app import create_app as products_app
-from services.shared.http import int_query, json_depth
+from services.shared.errors import HTTPError
+from services.shared.http import json_depth, read_query
+from services.shared.models import Query, query_int
 from services.shared.settings import ServiceSettings
 from services.users.app import create_app as users_app
 from tests.shop.conftest import serve_app, token_for
@@ -164,7 +166,11 @@ def test_only_ascii_digits_make_a_numeric_query_parameter() -> None:
         def __init__(self, value: str) -> None:
             self.query_params = {"n": value}
 
+    class N(Query):
+        n: query_int(0, 100) = 1  # type: ignore[valid-type]
+
     for raw in ("²", "\u0661", "+1", " 1", "1_0", "-1", "1.0", "", "9" * 5000, "101"):
-        with pytest.raises(Exception, match="integer from 0 to 100"):
-            int_query(FakeRequest(raw), "n", default=1, minimum=0, maximum=100)  # type: ignore[arg-type]
-    assert int_query(FakeRequest("007"), "n", default=1, minimum=0, maximum=100) == 7  # type: ignore[arg-type]
+        with pytest.raises(HTTPError, match="integer from 0 to 100") as refused:
+            read_query(FakeRequest(raw), N)  # type: ignore[arg-type]
+        assert refused.value.field == "n"
+    assert read_query(FakeRequest("007"), N).n == 7  # type: ignore[arg-type]

@@ -573,6 +573,17 @@ async def test_a_retry_with_the_same_key_returns_the_first_order_and_creates_not
     assert len(await shop.sent("products_inbox", "stock.release", order_id)) == 1
 
 
+async def test_an_accepted_order_is_202_with_its_location_on_a_replay_too(shop: Shop) -> None:
+    first = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-loc"))
+    assert first.status_code == 202
+    assert first.headers["Location"] == f"/orders/{first.json()['order_id']}"
+    followed = await shop.client.get(first.headers["Location"], headers=token_for(ALICE))
+    assert followed.status_code == 200
+    assert followed.json()["order_id"] == first.json()["order_id"]
+    retry = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-loc"))
+    assert retry.headers["Location"] == first.headers["Location"]
+
+
 async def test_the_same_key_with_a_different_body_is_refused(shop: Shop) -> None:
     first = await shop.client.post("/orders", json=KEYED_ORDER, headers=keyed(ALICE, "k-1"))
     assert first.status_code == 202
@@ -648,7 +659,8 @@ async def test_openapi_documents_the_key_and_the_503(shop: Shop) -> None:
     assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
     assert post["parameters"][0]["schema"]["maxLength"] == 200
     assert "Retry-After" in post["responses"]["503"]["headers"]
-    assert "parameters" not in spec["paths"]["/orders"]["get"]
+    [limit] = spec["paths"]["/orders"]["get"]["parameters"]
+    assert (limit["name"], limit["in"], limit["schema"]["maximum"]) == ("limit", "query", 100)
 
 
 # -- totals ------------------------------------------------------------------------

@@ -416,6 +416,7 @@ async def test_a_failed_write_publishes_nothing(
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert set(spec["paths"]) == {
+        "/health",
         "/products",
         "/products/{product_id}",
         "/products/{product_id}/stock",
