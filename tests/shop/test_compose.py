@@ -1,5 +1,6 @@
 """compose.yaml must describe the same processes and settings as runner.py."""
 
+import json
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def compose_services() -> dict[str, dict]:
 def test_compose_runs_every_runner_process_with_the_same_command() -> None:
     services = compose_services()
     expected = {p.name for p in processes()}
-    assert set(services) - {"postgres", "migrate"} == expected
+    assert set(services) - {"postgres", "migrate", "console"} == expected
     for process in processes():
         assert services[process.name]["command"] == ["python", *process.module_args]
 
@@ -113,3 +114,22 @@ def test_compose_gives_the_token_signing_key_to_users_alone() -> None:
         assert f"{process.service}_secret" in names
         assert all(not n.endswith("_secret") or n == f"{process.service}_secret" for n in names)
         assert "SHOP_TOKEN_PUBLIC_KEYS" in env
+
+
+def test_compose_runs_the_console_over_every_services_database_on_loopback_only() -> None:
+    console = compose_services()["console"]
+    assert console["command"][:4] == ["python", "-m", "pgcourier", "console"]
+    assert console["ports"] == ["127.0.0.1:8005:8005"]
+    databases = json.loads(
+        re.sub(
+            r"\$\{POSTGRES_PASSWORD[^}]*\}",
+            "pw",
+            console["environment"]["PGCOURIER_CONSOLE_DATABASES"],
+        )
+    )
+    assert {name: conninfo_to_dict(url)["dbname"] for name, url in databases.items()} == {
+        service: database_name("postgresql://postgres@postgres/shop", service)
+        for service in SERVICES
+    }
+    orders = compose_services()["orders-http"]["environment"]
+    assert orders["SHOP_CONSOLE_URL"].endswith("127.0.0.1:8005}")
