@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from services.shared.contracts import PAYMENTS_INBOX
 from services.shared.http import Endpoint, not_found, path_uuid, principal, service_app
+from services.shared.metrics import observe
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -72,4 +73,4 @@ ENDPOINTS = [
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS, consumes=PAYMENTS_INBOX)
+    return observe(service_app(settings, ENDPOINTS, consumes=PAYMENTS_INBOX))

@@ -22,6 +22,7 @@ from services.shared.http import (
     read_json,
     service_app,
 )
+from services.shared.metrics import observe
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 from services.shared.validation import Field, Schema
@@ -237,4 +238,4 @@ ENDPOINTS = [
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS, consumes=PRODUCTS_INBOX)
+    return observe(service_app(settings, ENDPOINTS, consumes=PRODUCTS_INBOX))
