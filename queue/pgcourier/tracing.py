@@ -55,15 +55,29 @@ def enable(on: bool = True) -> None:
     _enabled = on and trace is not None
 
 
-def _tracer() -> Any:
+_provider: Any = None
+
+
+def use_provider(provider: Any) -> None:
+    """Records spans with this TracerProvider rather than the global one (None: back
+    to the global one). For tests and for a process that keeps several providers."""
+    global _provider
+    _provider = provider
+
+
+def tracer(name: str = "pgcourier") -> Any:
     # Looked up each time (cheap: a proxy until a provider is set), so a provider
     # installed after this module was imported is used.
-    return trace.get_tracer("pgcourier")
+    if _provider is not None:
+        return _provider.get_tracer(name)
+    return trace.get_tracer(name)
+
+
 
 
 @contextlib.contextmanager
 def _sending(queue: str, count: int) -> Iterator[dict[str, str] | None]:
-    with _tracer().start_as_current_span(
+    with tracer().start_as_current_span(
         f"send {queue}",
         kind=SpanKind.PRODUCER,
         attributes={
@@ -122,7 +136,7 @@ def _consuming(message: Message) -> Iterator[Any]:
     }
     if message.type is not None:
         attributes["pgcourier.type"] = message.type
-    with _tracer().start_as_current_span(
+    with tracer().start_as_current_span(
         f"process {message.queue}",
         context=parent,
         kind=SpanKind.CONSUMER,

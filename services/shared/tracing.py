@@ -61,8 +61,7 @@ class ServerSpans:
                 status = message["status"]
             await send(message)
 
-        tracer = trace.get_tracer("services")
-        with tracer.start_as_current_span(
+        with tracing.tracer("services").start_as_current_span(
             method,
             context=propagate.extract(carrier),
             kind=SpanKind.SERVER,
