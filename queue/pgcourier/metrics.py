@@ -137,6 +137,12 @@ def _families() -> _Series:
     return _series
 
 
+if _enabled:
+    # Declared at once, so that a process serving /metrics lists every series (with no
+    # samples yet) before its first message.
+    _families()
+
+
 class QueueMetrics:
     """One queue's series with their labels bound: what a consumer calls per message."""
 

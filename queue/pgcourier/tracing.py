@@ -73,8 +73,6 @@ def tracer(name: str = "pgcourier") -> Any:
     return trace.get_tracer(name)
 
 
-
-
 @contextlib.contextmanager
 def _sending(queue: str, count: int) -> Iterator[dict[str, str] | None]:
     with tracer().start_as_current_span(
