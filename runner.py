@@ -45,7 +45,7 @@ from pgcourier.settings import Settings
 from services.demo import DemoFailed, run_demo
 from services.shared.auth import SigningKey, public_key_text, public_keys_parse
 from services.shared.database import shop_migrate
-from services.shared.metrics import worker_metrics_port
+from services.shared.metrics import worker_metrics_env, worker_metrics_port
 from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.shared.topology_db import ShopDatabases, add_topology_arguments, shop_databases
@@ -347,10 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                         role_passwords=passwords,
                         ports=ports,
                     )
-                    if process.role == "worker":  # /metrics of its own (services/shared/metrics.py)
-                        env["SHOP_METRICS_PORT"] = str(
-                            worker_metrics_port(ports[process.service], process.replica)
-                        )
+                    env |= worker_metrics_env(process, ports)
                     supervisor.start(process, env)
                 urls = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
                 supervisor.wait_healthy(urls)

@@ -120,3 +120,27 @@ async def test_without_a_recording_span_no_trace_headers_are_written(courier: Co
         cur = await conn.execute("SELECT headers FROM pgmq.q_quiet")
         (headers,) = await cur.fetchone()
     assert "traceparent" not in headers
+
+
+async def test_without_an_sdk_a_received_context_is_passed_on_to_what_the_handler_sends(
+    courier: Courier,
+) -> None:
+    await courier.queue_create("first")
+    await courier.queue_create("second")
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await courier.send("first", 1, headers={"traceparent": traceparent})
+    received: list[dict] = []
+
+    async def relay(message: Message, ctx: Context) -> None:
+        await ctx.send("second", message.payload)
+
+    async def last(message: Message, ctx: Context) -> None:
+        received.append(message.headers)
+
+    worker = Worker(courier, poll_interval=0.05)
+    worker.handle("first", relay)
+    worker.handle("second", last)
+    async with running(worker):
+        await wait_until(lambda: received)
+    # Nothing recorded here, so the span id is the sender's: the trace goes on.
+    assert received[0]["traceparent"] == traceparent

@@ -50,11 +50,11 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
-    """`time instance LEVEL logger: message key=value ...`, for people reading a terminal."""
+    """`time instance LEVEL message key=value ...`, for people reading a terminal."""
 
     def __init__(self, *, instance: str | None = None) -> None:
         prefix = f"%(asctime)s {instance} " if instance else "%(asctime)s "
-        super().__init__(prefix + "%(levelname)s %(name)s: %(message)s")
+        super().__init__(prefix + "%(levelname)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

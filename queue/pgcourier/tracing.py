@@ -20,8 +20,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 try:
-    from opentelemetry import propagate, trace
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    # The headers carry W3C trace context whatever else a process propagates.
+    _W3C = TraceContextTextMapPropagator()
 except ImportError:  # the optional extra is not installed
     trace = None  # type: ignore[assignment]
 
@@ -65,12 +70,20 @@ def use_provider(provider: Any) -> None:
     _provider = provider
 
 
+# Keyed by the provider itself, not its id: an id may be reused by a later provider.
+_tracers: dict[tuple[Any, str], Any] = {}
+
+
 def tracer(name: str = "pgcourier") -> Any:
-    # Looked up each time (cheap: a proxy until a provider is set), so a provider
-    # installed after this module was imported is used.
-    if _provider is not None:
-        return _provider.get_tracer(name)
-    return trace.get_tracer(name)
+    """The named tracer of the provider in use. Kept per provider: the SDK's get_tracer
+    costs more than the span it starts. The global provider's is a proxy that follows
+    a provider installed after this module was imported."""
+    provider = _provider or trace.get_tracer_provider()
+    key = (provider, name)
+    found = _tracers.get(key)
+    if found is None:
+        found = _tracers[key] = provider.get_tracer(name)
+    return found
 
 
 @contextlib.contextmanager
@@ -86,7 +99,7 @@ def _sending(queue: str, count: int) -> Iterator[dict[str, str] | None]:
         },
     ):
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        _W3C.inject(carrier)
         yield carrier or None
 
 
@@ -97,7 +110,36 @@ def sending(
     yields the headers carrying its context (None when there is nothing to carry)."""
     if not _enabled:
         return _NOTHING
+    if not _recording():
+        # No SDK: no span to start, but a context received (a handler's message's)
+        # is passed on, so that the trace goes on through this process.
+        carrier: dict[str, str] = {}
+        _W3C.inject(carrier)
+        return contextlib.nullcontext(carrier or None)
     return _sending(queue, count)
+
+
+def _recording() -> bool:
+    """Whether spans are recorded here: a provider given to use_provider, or an SDK's
+    set as the global one (until then the global one is a proxy of no-op tracers)."""
+    return _provider is not None or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
+class _Attached:
+    """Makes a context current for a block: a received trace context, without a span."""
+
+    __slots__ = ("context", "token")
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        self.token = otel_context.attach(self.context)
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self.token)
 
 
 def with_context(
@@ -111,50 +153,79 @@ def with_context(
     return {**context, **headers}
 
 
-@contextlib.contextmanager
-def _consuming(message: Message) -> Iterator[Any]:
-    headers = message.headers
-    parent = None
-    if TRACEPARENT in headers:
-        carrier = {TRACEPARENT: headers[TRACEPARENT]}
-        if TRACESTATE in headers:
-            carrier[TRACESTATE] = headers[TRACESTATE]
-        parent = propagate.extract(carrier)
-    else:
-        # No context: a new trace, whatever span happens to be current in the worker.
-        parent = trace.set_span_in_context(trace.INVALID_SPAN)
-    attributes: dict[str, Any] = {
-        "messaging.system": SYSTEM,
-        "messaging.operation.type": "process",
-        "messaging.destination.name": message.queue,
-        "messaging.message.id": message.id,
-        "messaging.message.conversation_id": message.correlation_id,
-        "pgcourier.msg_id": message.msg_id,
-        "pgcourier.attempt": message.attempt,
-    }
-    if message.type is not None:
-        attributes["pgcourier.type"] = message.type
-    with tracer().start_as_current_span(
-        f"process {message.queue}",
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+class _Consuming:
+    """A CONSUMER span, current for a block; a class rather than a generator: this
+    runs for every message."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, message: Message) -> None:
+        # Few attributes: the SDK checks each one.
+        attributes: dict[str, Any] = {
+            "messaging.destination.name": message.queue,
+            "messaging.message.id": message.id,
+            "messaging.message.conversation_id": message.correlation_id,
+            "pgcourier.attempt": message.attempt,
+        }
+        if message.type is not None:
+            attributes["pgcourier.type"] = message.type
+        self.span = tracer().start_span(
+            f"process {message.queue}",
+            context=_received(message.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def __enter__(self) -> Any:
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         try:
-            yield span
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
+            if isinstance(exc, Exception):
+                self.span.record_exception(exc)
+                self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            otel_context.detach(self.token)
+            self.span.end()
+
+
+# Parsed contexts by (traceparent, tracestate): the messages of one send_batch share
+# theirs, and parsing costs more than the rest of carrying it. Contexts are immutable.
+_parsed: dict[tuple[Any, Any], Any] = {}
+_PARSED_MAX = 1024
+
+
+def _received(headers: dict[str, Any]) -> Any:
+    """The context a message carries; without one, an empty context (a new trace,
+    whatever span happens to be current in the worker)."""
+    traceparent = headers.get(TRACEPARENT)
+    if type(traceparent) is not str:  # none, or not W3C's (another client's headers)
+        return otel_context.Context()
+    tracestate = headers.get(TRACESTATE)
+    key = (traceparent, tracestate if type(tracestate) is str else None)
+    found = _parsed.get(key)
+    if found is None:
+        carrier = {TRACEPARENT: traceparent}
+        if key[1] is not None:
+            carrier[TRACESTATE] = key[1]
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        found = _parsed[key] = _W3C.extract(carrier)
+    return found
 
 
 def consuming(message: Message) -> contextlib.AbstractContextManager[Any]:
-    """A CONSUMER span around handling one message, child of the sender's span."""
+    """A CONSUMER span around handling one message, child of the sender's span; with
+    no SDK, the message's context made current, so that what the handler sends goes
+    on with the trace."""
     if not _enabled:
         return _NOTHING
-    return _consuming(message)
+    if not _recording():
+        return _Attached(_received(message.headers))
+    return _Consuming(message)
 
 
 def current_ids() -> tuple[str, str] | None:

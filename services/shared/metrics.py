@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,6 +44,14 @@ def worker_metrics_port(service_port: int, replica: int) -> int:
     """A worker replica's /metrics port: its service's HTTP port plus 1000 per replica
     (orders 8003: orders-worker-1 on 9003, orders-worker-2 on 10003)."""
     return service_port + 1000 * replica
+
+
+def worker_metrics_env(process: Any, ports: Mapping[str, int]) -> dict[str, str]:
+    """SHOP_METRICS_PORT for a worker process (services.topology.ServiceProcess), as
+    runner.py starts it; nothing for any other process."""
+    if getattr(process, "role", None) != "worker":
+        return {}
+    return {"SHOP_METRICS_PORT": str(worker_metrics_port(ports[process.service], process.replica))}
 
 
 def serve_worker_metrics(env: Mapping[str, str] | None = None) -> int | None:
