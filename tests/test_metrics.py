@@ -3,6 +3,8 @@ and the database collector reads every queue's figures in one query."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -170,3 +172,38 @@ def test_the_metrics_command_fails_at_once_on_a_database_it_cannot_read(
     )
     assert code == 1
     assert "cannot read pgcourier.queues" in capsys.readouterr().err
+
+
+def test_the_library_imports_and_sends_without_the_optional_extras(database_url: str) -> None:
+    # A process where prometheus_client and opentelemetry cannot be imported.
+    script = f"""
+import asyncio, sys
+sys.modules["prometheus_client"] = None
+sys.modules["opentelemetry"] = None
+from pgcourier import Context, Courier, Message, Worker, metrics, tracing
+assert not metrics.available() and not metrics.enabled()
+assert not tracing.available() and not tracing.enabled()
+
+async def main():
+    async with Courier({database_url!r}) as courier:
+        await courier.queue_create("bare")
+        await courier.send("bare", 1)
+        seen = []
+
+        async def handle(message: Message, ctx: Context) -> None:
+            seen.append(message.payload)
+            worker.stop()
+
+        worker = Worker(courier, poll_interval=0.05)
+        worker.handle("bare", handle)
+        await asyncio.wait_for(worker.run(), 30)
+        assert seen == [1], seen
+        print("handled", seen)
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "handled [1]" in done.stdout

@@ -166,7 +166,7 @@ class QueueConsumer:
     async def _handle(self, message: Message, lease: Lease) -> None:
         key_released = message.ordering_key is not None
         started = time.perf_counter()
-        outcome = metrics.OK
+        outcome = -1  # none yet: a cancelled handler (shutdown) has no outcome to count
         try:
             with tracing.consuming(message):
                 route = self.routes.get(message.type) or self.routes.get(None)
@@ -185,12 +185,13 @@ class QueueConsumer:
                 else:
                     await route.handler(message, Context(self.courier, message))
                     self.completer.done(lease, key_released=key_released)
+                outcome = metrics.OK
         except Exception as exc:
             # Logged there, at WARNING for a retry and ERROR for a dead letter.
             outcome = self.completer.failed(message, lease, exc)
         finally:
             self.slots.release(1)
-            if self._measure:
+            if self._measure and outcome >= 0:
                 self.metrics.handled(
                     message.type,
                     outcome,

@@ -7,9 +7,9 @@ method call. The process-side series live in prometheus_client's default registr
 so whatever serves that registry (a service's /metrics, start_http_server) shows
 them; the database-side ones come from QueueStatsCollector, one query per scrape.
 
-The hot path calls methods of a QueueMetrics, bound once per queue with its label
-children; only the handled counter's `type` label is looked up per message, in a
-dict of children made once per type.
+The hot path calls methods of a QueueMetrics, one per queue, which only adds to plain
+numbers (no lock, no label lookup but the message type's, in a dict); a collector in
+prometheus_client's default registry turns them into series at each scrape.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,11 @@ from . import queries
 
 try:
     import prometheus_client as prom
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.registry import Collector
 except ImportError:  # the optional extra is not installed
     prom = None
@@ -66,137 +71,79 @@ def enable(on: bool = True) -> None:
     _enabled = on and prom is not None
 
 
-class _Series:
-    """The metric families, created once per process on first use."""
+class _Histogram:
+    """Bucket counts and a sum, kept as plain numbers: observing is a bisect and two
+    additions (prometheus_client's own takes a lock per bucket, sum and count).
+    Only the event loop's thread writes; a scrape's thread reads."""
 
-    def __init__(self) -> None:
-        assert prom is not None
-        self.sent = prom.Counter(
-            "pgcourier_messages_sent", "Messages written to a queue by this process", ["queue"]
-        )
-        self.claimed = prom.Counter(
-            "pgcourier_messages_claimed", "Messages claimed by this process's workers", ["queue"]
-        )
-        self.handled = prom.Counter(
-            "pgcourier_messages_handled",
-            "Messages whose handling ended, by outcome: ok, retried (failed, will be tried "
-            "again), dead (failed the last attempt) or rejected (RejectMessage, forbidden "
-            "sender, no handler, unreadable)",
-            ["queue", "type", "outcome"],
-        )
-        self.handler_seconds = prom.Histogram(
-            "pgcourier_handler_duration_seconds",
-            "Time a handler ran, whatever its outcome",
-            ["queue", "type"],
-            buckets=_HANDLER_BUCKETS,
-        )
-        self.latency_seconds = prom.Histogram(
-            "pgcourier_send_to_handle_seconds",
-            "From the message's enqueue (database clock) to its handler's end (this "
-            "process's clock), send delays and retry backoffs included",
-            ["queue"],
-            buckets=_LATENCY_BUCKETS,
-        )
-        self.claim_seconds = prom.Histogram(
-            "pgcourier_claim_duration_seconds",
-            "Round trip of one claim (one statement, any number of messages)",
-            ["queue"],
-            buckets=_CLAIM_BUCKETS,
-        )
-        self.wakeups = prom.Counter(
-            "pgcourier_wakeups",
-            "Times a claim loop looked for messages because of a NOTIFY (by=notify) or "
-            "because its wait ran out (by=poll)",
-            ["queue", "by"],
-        )
-        self.listen_reconnects = prom.Counter(
-            "pgcourier_listen_reconnects",
-            "LISTEN connections made again after one was lost",
-        )
-        self.lease_renewals = prom.Counter(
-            "pgcourier_lease_renewals", "Leases of messages in flight renewed", ["queue"]
-        )
-        self.fenced = prom.Counter(
-            "pgcourier_acks_fenced",
-            "Outcomes (acknowledgements, retries, dead letters) not written because the "
-            "message's lease had run out and it was claimed again",
-            ["queue"],
-        )
+    __slots__ = ("bounds", "counts", "sum")
 
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: over every bound (+Inf)
+        self.sum = 0.0
 
-_series: _Series | None = None
-_series_lock = threading.Lock()
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
-
-def _families() -> _Series:
-    global _series
-    if _series is None:
-        with _series_lock:
-            if _series is None:
-                _series = _Series()
-    return _series
-
-
-if _enabled:
-    # Declared at once, so that a process serving /metrics lists every series (with no
-    # samples yet) before its first message.
-    _families()
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative, as the exposition format has them."""
+        total, found = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            found.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+        return found
 
 
 class QueueMetrics:
-    """One queue's series with their labels bound: what a consumer calls per message."""
+    """One queue's figures in this process: what a consumer calls per message. One
+    instance per queue (for_queue), shared by its consumer, completer, renewer and
+    listener; read by the collector at each scrape."""
 
     def __init__(self, queue: str) -> None:
-        s = _families()
         self.queue = queue
-        self._handled = s.handled
-        self._handler_seconds = s.handler_seconds
-        self._claimed = s.claimed.labels(queue)
-        self._latency = s.latency_seconds.labels(queue)
-        self._claim_seconds = s.claim_seconds.labels(queue)
-        self._notify = s.wakeups.labels(queue, "notify")
-        self._poll = s.wakeups.labels(queue, "poll")
-        self._renewals = s.lease_renewals.labels(queue)
-        self._fenced = s.fenced.labels(queue)
-        # type -> (ok, retried, dead, rejected counters, duration histogram)
-        self._by_type: dict[str | None, tuple[Any, ...]] = {}
+        self.claimed_count = 0
+        self.claim_seconds = _Histogram(_CLAIM_BUCKETS)
+        self.latency_seconds = _Histogram(_LATENCY_BUCKETS)
+        self.notify_wakeups = 0
+        self.poll_wakeups = 0
+        self.renewals = 0
+        self.fenced_count = 0
+        # type -> ([ok, retried, dead, rejected], handler duration histogram)
+        self.by_type: dict[str | None, tuple[list[int], _Histogram]] = {}
 
-    def _bind(self, type: str | None) -> tuple[Any, ...]:
-        label = type or ""
-        bound = (
-            *(self._handled.labels(self.queue, label, o) for o in OUTCOMES),
-            self._handler_seconds.labels(self.queue, label),
-        )
-        self._by_type[type] = bound
+    def _bind(self, type: str | None) -> tuple[list[int], _Histogram]:
+        bound = self.by_type[type] = ([0, 0, 0, 0], _Histogram(_HANDLER_BUCKETS))
         return bound
 
     def claimed(self, count: int, seconds: float) -> None:
-        self._claim_seconds.observe(seconds)
-        if count:
-            self._claimed.inc(count)
+        self.claim_seconds.observe(seconds)
+        self.claimed_count += count
 
     def handled(self, type: str | None, outcome: int, seconds: float, latency_s: float) -> None:
         """outcome: an index into OUTCOMES (OK, RETRIED, DEAD, REJECTED)."""
-        bound = self._by_type.get(type) or self._bind(type)
-        bound[outcome].inc()
-        bound[4].observe(seconds)
-        self._latency.observe(latency_s)
+        outcomes, duration = self.by_type.get(type) or self._bind(type)
+        outcomes[outcome] += 1
+        duration.observe(seconds)
+        self.latency_seconds.observe(latency_s)
 
     def outcome(self, type: str | None, outcome: int) -> None:
         """An outcome without a handler run (an unreadable message, a forbidden sender)."""
-        bound = self._by_type.get(type) or self._bind(type)
-        bound[outcome].inc()
+        outcomes, _ = self.by_type.get(type) or self._bind(type)
+        outcomes[outcome] += 1
 
     def woken(self, *, by_notify: bool) -> None:
-        (self._notify if by_notify else self._poll).inc()
+        if by_notify:
+            self.notify_wakeups += 1
+        else:
+            self.poll_wakeups += 1
 
     def renewed(self, count: int) -> None:
-        if count:
-            self._renewals.inc(count)
+        self.renewals += count
 
     def fenced(self, count: int) -> None:
-        if count:
-            self._fenced.inc(count)
+        self.fenced_count += count
 
 
 OK, RETRIED, DEAD, REJECTED = range(4)
@@ -225,29 +172,106 @@ class _Off:
 
 
 OFF = _Off()
+_queues: dict[str, QueueMetrics] = {}
+_sent: dict[str, int] = {}
+_listen_reconnects = 0
 
 
 def for_queue(queue: str) -> QueueMetrics | _Off:
-    """The queue's hooks (bound once, when a worker starts), or OFF."""
-    return QueueMetrics(queue) if _enabled else OFF
-
-
-_sent_children: dict[str, Any] = {}
+    """The queue's hooks (looked up once, when a worker starts), or OFF."""
+    if not _enabled:
+        return OFF
+    found = _queues.get(queue)
+    if found is None:
+        found = _queues[queue] = QueueMetrics(queue)
+    return found
 
 
 def sent(queue: str, count: int) -> None:
     """Messages written to a queue (in the caller's transaction too, committed or not)."""
-    if not _enabled:
-        return
-    child = _sent_children.get(queue)
-    if child is None:
-        child = _sent_children[queue] = _families().sent.labels(queue)
-    child.inc(count)
+    if _enabled:
+        _sent[queue] = _sent.get(queue, 0) + count
 
 
 def listen_reconnected() -> None:
+    global _listen_reconnects
     if _enabled:
-        _families().listen_reconnects.inc()
+        _listen_reconnects += 1
+
+
+class ProcessCollector(Collector):
+    """This process's series, built from the figures above at each scrape."""
+
+    def collect(self) -> Iterator[Any]:
+        queues = list(_queues.values())
+
+        def counter(name: str, doc: str, labels: list[str]) -> Any:
+            return CounterMetricFamily(name, doc, labels=labels)
+
+        sent = counter("pgcourier_messages_sent", "Messages written to a queue", ["queue"])
+        for queue, count in list(_sent.items()):
+            sent.add_metric([queue], count)
+        claimed = counter("pgcourier_messages_claimed", "Messages claimed by workers", ["queue"])
+        handled = counter(
+            "pgcourier_messages_handled",
+            "Messages whose handling ended, by outcome: ok, retried (failed, will be tried "
+            "again), dead (failed the last attempt) or rejected (RejectMessage, forbidden "
+            "sender, no handler, unreadable)",
+            ["queue", "type", "outcome"],
+        )
+        duration = HistogramMetricFamily(
+            "pgcourier_handler_duration_seconds",
+            "Time a handler ran, whatever its outcome",
+            labels=["queue", "type"],
+        )
+        latency = HistogramMetricFamily(
+            "pgcourier_send_to_handle_seconds",
+            "From the message's enqueue (database clock) to its handler's end (this "
+            "process's clock), send delays and retry backoffs included",
+            labels=["queue"],
+        )
+        claims = HistogramMetricFamily(
+            "pgcourier_claim_duration_seconds",
+            "Round trip of one claim (one statement, any number of messages)",
+            labels=["queue"],
+        )
+        wakeups = counter(
+            "pgcourier_wakeups",
+            "Times a claim loop was woken by a NOTIFY (by=notify) or looked again because "
+            "its wait ran out (by=poll)",
+            ["queue", "by"],
+        )
+        renewals = counter("pgcourier_lease_renewals", "Leases renewed", ["queue"])
+        fenced = counter(
+            "pgcourier_acks_fenced",
+            "Outcomes (acknowledgements, retries, dead letters) not written because the "
+            "message's lease had run out and it was claimed again",
+            ["queue"],
+        )
+        for m in queues:
+            q = [m.queue]
+            claimed.add_metric(q, m.claimed_count)
+            for type, (outcomes, seconds) in list(m.by_type.items()):
+                for name, count in zip(OUTCOMES, outcomes, strict=True):
+                    handled.add_metric([m.queue, type or "", name], count)
+                duration.add_metric([m.queue, type or ""], seconds.buckets(), seconds.sum)
+            latency.add_metric(q, m.latency_seconds.buckets(), m.latency_seconds.sum)
+            claims.add_metric(q, m.claim_seconds.buckets(), m.claim_seconds.sum)
+            wakeups.add_metric([m.queue, "notify"], m.notify_wakeups)
+            wakeups.add_metric([m.queue, "poll"], m.poll_wakeups)
+            renewals.add_metric(q, m.renewals)
+            fenced.add_metric(q, m.fenced_count)
+        reconnects = counter(
+            "pgcourier_listen_reconnects", "LISTEN connections made again after one was lost", []
+        )
+        reconnects.add_metric([], _listen_reconnects)
+        yield from (sent, claimed, handled, duration, latency, claims, wakeups)
+        yield from (renewals, fenced, reconnects)
+
+
+if prom is not None:
+    # In the default registry, which prometheus_client's servers and generate_latest use.
+    prom.REGISTRY.register(ProcessCollector())
 
 
 # -- the database side -------------------------------------------------------------

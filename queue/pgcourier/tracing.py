@@ -224,6 +224,8 @@ def consuming(message: Message) -> contextlib.AbstractContextManager[Any]:
     if not _enabled:
         return _NOTHING
     if not _recording():
+        if TRACEPARENT not in message.headers and not otel_context.get_current():
+            return _NOTHING  # nothing received, nothing current: nothing to pass on
         return _Attached(_received(message.headers))
     return _Consuming(message)
 
