@@ -248,7 +248,8 @@ def print_observing_cost(results: Results, systems: list[System]) -> None:
     if not shown:
         return
     print()
-    print("metrics + tracing on vs off (pgcourier, off), end to end, medians of the rounds:")
+    print("metrics + tracing on vs off (pgcourier is off), end to end: medians of the rounds;")
+    print("cost = 1 - the median of each round's on/off ratio (bench/observing.py: CPU)")
     for scenario in results.order:
         off = results.value(scenario, REFERENCE)
         if not scenario.startswith("end to end") or off is None:
