@@ -3,6 +3,7 @@ and the database collector reads every queue's figures in one query."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -10,6 +11,7 @@ import uuid
 import httpx
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
+from psycopg import sql
 
 from pgcourier import Context, Courier, Message, RejectMessage, Worker, metrics
 from tests.helpers import running, scalar, wait_until
@@ -207,3 +209,34 @@ asyncio.run(main())
     )
     assert done.returncode == 0, done.stderr
     assert "handled [1]" in done.stdout
+
+
+async def test_lease_renewals_and_a_fenced_outcome_are_counted(courier: Courier) -> None:
+    queue = _queue()
+    await courier.queue_create(queue, visibility_timeout=0.3)
+    await courier.send(queue, {"n": 1})
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def slow(message: Message, ctx: Context) -> None:
+        started.append(message.msg_id)
+        await release.wait()
+
+    worker = Worker(courier, poll_interval=0.05)
+    worker.handle(queue, slow)
+    async with running(worker):
+        await wait_until(lambda: _value("pgcourier_lease_renewals_total", queue=queue) >= 1)
+        # Another client takes the message over: the handler's acknowledgement is fenced.
+        async with courier.pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("UPDATE pgmq.{} SET vt = now() - interval '1 s'").format(
+                    sql.Identifier(f"q_{queue}")
+                )
+            )
+            await conn.execute("SELECT * FROM pgmq.read(%s, 60, 1)", [queue])
+        release.set()
+        await wait_until(lambda: _value("pgcourier_acks_fenced_total", queue=queue) == 1)
+    assert (
+        started
+        and _value("pgcourier_messages_handled_total", queue=queue, type="", outcome="ok") == 1
+    )
