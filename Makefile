@@ -37,11 +37,14 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.lock
 	touch $(BENCH_STAMP)
 
 # Every benchmark, one after the other on the same Postgres; the output is also kept
-# in bench/last-run.txt. BENCH_ARGS=--quick for a short pass. shop.py runs the shop
+# in bench/last-run.txt. BENCH_ARGS=--quick for a short pass. throughput.py runs
+# pgcourier with metrics and tracing off and on, side by side, and observing.py what
+# they cost a worker in CPU per message. shop.py runs the shop
 # with a database per service and with one database, and compares the two.
 bench: $(BENCH_STAMP)
 	@set -o pipefail; { \
 	  $(PY) bench/throughput.py $(BENCH_ARGS) && \
+	  $(PY) bench/observing.py && \
 	  $(PY) bench/links.py $(BENCH_ARGS) && \
 	  $(PY) bench/latency_path.py && \
 	  $(PY) bench/ceiling.py && \

@@ -53,6 +53,7 @@ from pgcourier.settings import Settings
 from services.demo import DemoFailed, run_demo
 from services.shared.auth import SigningKey, public_key_text, public_keys_parse
 from services.shared.database import shop_migrate
+from services.shared.metrics import worker_metrics_env, worker_metrics_port
 from services.shared.roles import role_name
 from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.shared.topology_db import ShopDatabases, add_topology_arguments, shop_databases
@@ -417,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                         role_passwords=passwords,
                         ports=ports,
                     )
+                    env |= worker_metrics_env(process, ports)
                     # The orders service links an order to its saga in the console.
                     supervisor.start(process, {**env, "SHOP_CONSOLE_URL": console_url})
                 supervisor.start(console, console_env(databases, console_token))
@@ -429,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
                 for service, service_url in urls.items():
                     print(f"  {service:<9} {service_url}   ({service_url}/openapi.json)")
                 print(f"  console   {console_url}   ({token_note})")
+                print(
+                    "  metrics   each service's URL + /metrics; worker replica R on its service's"
+                    f" port + 1000 x R (orders-worker-1: http://127.0.0.1:"
+                    f"{worker_metrics_port(ports['orders'], 1)}/metrics); the queues:"
+                    f" {sys.executable} -m pgcourier metrics --port 9191"
+                )
                 print(f"  admin     {admin_email} {admin_note}")
                 print_databases(databases)
                 print()

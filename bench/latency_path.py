@@ -90,6 +90,7 @@ async def consume(url: str, total: int, go: Any) -> dict[str, list[float]]:
             marks["notify"] = time.monotonic()
             wake(queue)
 
+        # Timing the wake-up from outside: the worker's own method, wrapped.
         worker._wake = timed_wake  # type: ignore[method-assign]
         task = asyncio.create_task(worker.run())
         await worker.started.wait()

@@ -1,7 +1,11 @@
 """pgcourier: one Worker per consumer process, batches of 100, LISTEN/NOTIFY.
 
 Configured as the README recommends for throughput: concurrency twice the batch
-size, so that the next batch is being claimed while the last one is handled."""
+size, so that the next batch is being claimed while the last one is handled.
+
+Metrics and tracing are off here (pgcourier.metrics.enable(False), likewise tracing):
+pgcourier_observed_system.py and pgcourier_recorded_system.py run the same with them
+on, to show what they cost."""
 
 from __future__ import annotations
 
@@ -21,10 +25,44 @@ from harness import (
     record,
 )
 
-from pgcourier import Context, Courier, Message, Worker
+from pgcourier import Context, Courier, Message, Worker, metrics, tracing
 
 
-def consumer(link: Link, idx: int) -> None:
+def observe(mode: str) -> None:
+    """off: metrics and tracing off. observed: metrics on, trace context carried in
+    every message through the OpenTelemetry API, no SDK (nothing recorded). recorded:
+    the same with an SDK provider recording a span per send and per message."""
+    metrics.enable(mode != "off")
+    tracing.enable(mode != "off")
+    tracing.use_provider(_sdk_provider() if mode == "recorded" else None)
+
+
+_provider: Any = None
+
+
+def _sdk_provider() -> Any:
+    """An SDK TracerProvider whose batch processor hands spans to an exporter that
+    drops them: what recording costs in the process, without any exporting I/O."""
+    global _provider
+    if _provider is None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class Dropped(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        _provider = TracerProvider()
+        _provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    return _provider
+
+
+def consumer(link: Link, idx: int, *, mode: str = "off") -> None:
+    observe(mode)
     asyncio.run(_consume(link, idx))
 
 
@@ -54,6 +92,8 @@ async def _consume(link: Link, idx: int) -> None:
 
 
 class Producer:
+    mode = "off"
+
     def __init__(self, target: Target) -> None:
         self.queue = target.queue
         self.runner = asyncio.Runner()
@@ -65,6 +105,7 @@ class Producer:
         self.runner.close()
 
     def send_batches(self, batches: Sequence[list[dict[str, Any]]]) -> None:
+        observe(self.mode)
         self.runner.run(self._send_batches(batches))
 
     async def _send_batches(self, batches: Sequence[list[dict[str, Any]]]) -> None:
@@ -72,6 +113,7 @@ class Producer:
             await self.courier.send_batch(self.queue, batch)
 
     def send_paced(self, total: int, rate: float, payload: Any) -> None:
+        observe(self.mode)
         self.runner.run(self._send_paced(total, rate, payload))
 
     async def _send_paced(self, total: int, rate: float, payload: Any) -> None:

@@ -22,7 +22,10 @@ Scenarios, each run for every system, ~100-byte JSON payloads:
     in the payload; the consumer measures send-to-handler-start.
 
 Each system lives in bench/<name>_system.py; one that cannot run here (a package or
-a server missing) is skipped with the reason.
+a server missing) is skipped with the reason. pgcourier runs with its metrics and
+tracing off; pgcourier_observed with metrics on and trace context in every message
+(OpenTelemetry API, no SDK), pgcourier_recorded with an SDK recording every span too:
+the report ends with them side by side, the cost of observing (target: within 5%).
 """
 
 from __future__ import annotations
@@ -54,7 +57,19 @@ from harness import (
     timed_payload,
 )
 
-SYSTEMS = ("pgcourier", "pgmq", "pgqueuer", "procrastinate", "rabbitmq")
+SYSTEMS = (
+    "pgcourier",
+    "pgcourier_observed",
+    "pgcourier_recorded",
+    "pgmq",
+    "pgqueuer",
+    "procrastinate",
+    "rabbitmq",
+)
+# pgcourier with its metrics and trace context on (bench/pgcourier_observed_system.py),
+# and with spans recorded by an SDK too; the reference runs with both off, so their
+# ratios are what observing costs.
+OBSERVED = ("pgcourier_observed", "pgcourier_recorded")
 REFERENCE = "pgcourier"
 
 
@@ -218,12 +233,35 @@ def print_report(
             )
             print(line.rstrip())
     print_cpu(results, systems)
+    print_observing_cost(results, systems)
     print()
     print("msg/s: higher is better; ms: lower is better. 'vs pgcourier': the system's result")
     print(
         f"over pgcourier's, median (and range) over the {rounds} round(s), each round running"
         " every system back to back; enqueue only is measured by each drain run's prefill."
     )
+
+
+def print_observing_cost(results: Results, systems: list[System]) -> None:
+    """pgcourier with metrics and tracing on versus off, end to end, side by side."""
+    shown = [name for name in OBSERVED if name in {s.name for s in systems}]
+    if not shown:
+        return
+    print()
+    print("metrics + tracing on vs off (pgcourier is off), end to end: medians of the rounds;")
+    print("cost = 1 - the median of each round's on/off ratio (bench/observing.py: CPU)")
+    for scenario in results.order:
+        off = results.value(scenario, REFERENCE)
+        if not scenario.startswith("end to end") or off is None:
+            continue
+        print(f"  {scenario:<24} {'off':<20} {off:>8,.0f} msg/s")
+        for name in shown:
+            on, ratios = results.value(scenario, name), results.ratios(scenario, name, REFERENCE)
+            if on is None or not ratios:
+                continue
+            cost = 1 - statistics.median(ratios)
+            over = "" if cost <= 0.05 else "   (over the 5% target)"
+            print(f"  {'':<24} {name:<20} {on:>8,.0f} msg/s   cost {cost:+.1%}{over}")
 
 
 def print_cpu(results: Results, systems: list[System]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from . import console_cli, link_cli
+from . import console_cli, link_cli, metrics
 from .admin import Admin
 from .courier import Courier, wrap_driver_error
 from .errors import DatabaseError, PgCourierError, QueueNotFoundError
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         "privileges", parents=[common, listing], help="who may send to and consume each queue"
     )
     sub.add_parser("migrate", parents=[common], help="install or upgrade the schema")
+    p = sub.add_parser("metrics", parents=[common], help="serve the queues' figures to Prometheus")
+    p.add_argument("--port", type=_positive_int, default=9191, help="default 9191")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     link_cli.add_parsers(
         sub,
         common=common,
@@ -422,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         if not url:
             print(f"error: {NO_DATABASE}", file=sys.stderr)
             return EXIT_USAGE
+        if args.command == "metrics":  # serves until stopped: no one-shot connection
+            return metrics.serve_until_interrupted(url, port=args.port, host=args.host)
         return asyncio.run(run(args, url))
     except PgCourierError as exc:
         print(f"error: {_schema_hint(exc) or exc}", file=sys.stderr)

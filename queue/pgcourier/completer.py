@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from . import store
+from . import metrics, store
 from .courier import Courier, QueueSettings
 from .errors import RejectMessage
+from .logs import message_fields
 from .loops import backoff_delay
 from .message import Message
 from .store import Failure, Lease
@@ -49,6 +50,7 @@ class Completer:
         self._needed = asyncio.Event()
         self._lock = asyncio.Lock()
         self.lost = 0  # outcomes not written because the lease had moved on
+        self.metrics = metrics.for_queue(self.queue)
 
     # -- recording -------------------------------------------------------------
 
@@ -68,39 +70,61 @@ class Completer:
             self._rescheduled = True
             self._needed.set()
 
-    def failed(self, message: Message, lease: Lease, exc: BaseException) -> None:
+    def failed(self, message: Message, lease: Lease, exc: BaseException) -> int:
+        """Records a failed attempt: a retry, or a dead letter when the message is
+        rejected or out of attempts. Returns the outcome (metrics.RETRIED, DEAD or
+        REJECTED)."""
         self.inflight.pop(lease.msg_id, None)
-        entry = {
-            "attempt": message.attempt,
-            "error": f"{type(exc).__name__}: {exc}",
-            "at": datetime.now(UTC).isoformat(),
-        }
+        error = f"{type(exc).__name__}: {exc}"
+        entry = {"attempt": message.attempt, "error": error, "at": datetime.now(UTC).isoformat()}
         errors = json.dumps([*message.errors, entry])
-        if isinstance(exc, RejectMessage) or message.attempt >= self.settings.max_attempts:
+        rejected = isinstance(exc, RejectMessage)
+        if rejected or message.attempt >= self.settings.max_attempts:
             log.error(
-                "dead-lettering msg %s (%s) of type %s on %s after %d attempt(s): %s",
+                "dead-lettering msg %s on %s after %d attempt(s): %s",
                 message.msg_id,
-                message.id,
-                message.type,
                 self.queue,
                 message.attempt,
-                entry["error"],
+                error,
+                extra=message_fields(message, error=error),
+                # Where a handler broke; a rejection says why in its message.
+                exc_info=None if rejected else exc,
             )
             self._dead.append(Failure(lease, errors, message.attempt))
+            outcome = metrics.REJECTED if rejected else metrics.DEAD
         else:
             delay = backoff_delay(
                 message.attempt,
                 base_s=self.settings.backoff_base_s,
                 max_s=self.settings.backoff_max_s,
             )
+            log.warning(
+                "handler failed on msg %s on %s (attempt %d of %d), retrying in %.2fs: %s",
+                message.msg_id,
+                self.queue,
+                message.attempt,
+                self.settings.max_attempts,
+                delay,
+                error,
+                extra=message_fields(message, error=error),
+            )
             self._retries.append(Failure(lease, errors, message.attempt, delay))
+            outcome = metrics.RETRIED
         self._rescheduled = True
         self._needed.set()
+        return outcome
 
     def unreadable(self, lease: Lease, exc: BaseException) -> None:
         """A claimed row that is no envelope: to the dead letters, with the reason."""
         self.inflight.pop(lease.msg_id, None)
-        log.error("dead-lettering msg %s on %s: cannot read it: %s", lease.msg_id, self.queue, exc)
+        log.error(
+            "dead-lettering msg %s on %s: cannot read it: %s",
+            lease.msg_id,
+            self.queue,
+            exc,
+            extra={"queue": self.queue, "msg_id": lease.msg_id, "error": str(exc)},
+        )
+        self.metrics.outcome(None, metrics.REJECTED)
         entry = {"attempt": 1, "error": f"{type(exc).__name__}: {exc}"}
         entry["at"] = datetime.now(UTC).isoformat()
         self._dead.append(Failure(lease, json.dumps([entry]), 1))
@@ -146,6 +170,7 @@ class Completer:
         lost = len(done) + len(retries) + len(dead) - written
         if lost:
             self.lost += lost
+            self.metrics.fenced(lost)
             log.warning(
                 "%d outcome(s) on %s not written: their leases ran out and the messages "
                 "were claimed again (or deleted) by someone else",

@@ -9,17 +9,18 @@ backoff; only the stop event ends it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import store
+from . import metrics, store, tracing
 from .completer import Completer
 from .context import Context, Route
 from .courier import Courier, QueueSettings
 from .eager import start_eagerly
 from .errors import ForbiddenSenderError, NoHandlerError, UnreadableMessageError
+from .logs import message_fields
 from .loops import Backoff, forever
 from .message import Message, decode_claimed
 from .slots import Slots
@@ -66,6 +67,8 @@ class QueueConsumer:
         self.last_claim_at: datetime | None = None
         self.claims = 0
         self._empty_claims = 0  # in a row, at most _MAX_EMPTY_CLAIM_DOUBLINGS
+        self.metrics = completer.metrics
+        self._measure = metrics.enabled()
 
     # -- claiming ------------------------------------------------------------
 
@@ -87,6 +90,7 @@ class QueueConsumer:
             await self.slots.wait()
             return
         self.wake.clear()
+        started = time.perf_counter()
         try:
             async with self.courier.statement_connection() as conn:
                 claim = await store.claim(
@@ -99,6 +103,7 @@ class QueueConsumer:
         except BaseException:
             self.slots.release(wanted)
             raise
+        self.metrics.claimed(len(claim.rows), time.perf_counter() - started)
         self.claims += 1
         self.last_claim_at = datetime.now(UTC)
         self.slots.release(wanted - len(claim.rows))
@@ -127,8 +132,11 @@ class QueueConsumer:
     async def _sleep_until_woken(self, wait_s: float) -> None:
         if self._stop.is_set() or wait_s <= 0:
             return
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self.wake.wait(), wait_s)
+        except TimeoutError:
+            # Woken by the clock; a NOTIFY's wake-up is counted by the listener.
+            self.metrics.woken(by_notify=False)
 
     # -- dispatching -----------------------------------------------------------
 
@@ -157,37 +165,43 @@ class QueueConsumer:
 
     async def _handle(self, message: Message, lease: Lease) -> None:
         key_released = message.ordering_key is not None
+        started = time.perf_counter()
+        outcome = -1  # none yet: a cancelled handler (shutdown) has no outcome to count
         try:
-            route = self.routes.get(message.type) or self.routes.get(None)
-            if route is None:
-                raise NoHandlerError(
-                    f"no handler for messages of type {message.type!r} on queue {self.queue!r}"
-                )
-            if route.senders is not None and message.sender not in route.senders:
-                raise ForbiddenSenderError(
-                    f"{message.type or 'untyped'} messages on {self.queue!r} are accepted from "
-                    f"{', '.join(sorted(route.senders))}, not from {message.sender!r}"
-                )
-            if route.transactional:
-                await self._handle_in_transaction(route, message, lease)
-                self.completer.settled(lease, key_released=key_released)
-            else:
-                await route.handler(message, Context(self.courier, message))
-                self.completer.done(lease, key_released=key_released)
+            with tracing.consuming(message):
+                route = self.routes.get(message.type) or self.routes.get(None)
+                if route is None:
+                    raise NoHandlerError(
+                        f"no handler for messages of type {message.type!r} on queue {self.queue!r}"
+                    )
+                if route.senders is not None and message.sender not in route.senders:
+                    raise ForbiddenSenderError(
+                        f"{message.type or 'untyped'} messages on {self.queue!r} are accepted "
+                        f"from {', '.join(sorted(route.senders))}, not from {message.sender!r}"
+                    )
+                if route.transactional:
+                    await self._handle_in_transaction(route, message, lease)
+                    self.completer.settled(lease, key_released=key_released)
+                else:
+                    await route.handler(message, Context(self.courier, message))
+                    self.completer.done(lease, key_released=key_released)
+                outcome = metrics.OK
         except Exception as exc:
-            log.warning(
-                "handler failed on %s: msg %s (%s) type %s attempt %d: %s: %s",
-                self.queue,
-                message.msg_id,
-                message.id,
-                message.type,
-                message.attempt,
-                type(exc).__name__,
-                exc,
-            )
-            self.completer.failed(message, lease, exc)
+            # Logged there, at WARNING for a retry and ERROR for a dead letter.
+            outcome = self.completer.failed(message, lease, exc)
         finally:
             self.slots.release(1)
+            if self._measure and outcome >= 0:
+                self.metrics.handled(
+                    message.type,
+                    outcome,
+                    time.perf_counter() - started,
+                    time.time() - message.enqueued_at.timestamp(),
+                )
+        if outcome == metrics.OK and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "handled msg %s on %s", message.msg_id, self.queue, extra=message_fields(message)
+            )
 
     async def _handle_in_transaction(self, route: Route, message: Message, lease: Lease) -> None:
         """Inbox record, handler's writes and sends, and acknowledgement: all or nothing."""
@@ -195,7 +209,12 @@ class QueueConsumer:
             if await store.inbox_claim(conn, self.queue, message.id):
                 await route.handler(message, Context(self.courier, message, conn))
             else:
-                log.info("msg %s on %s was handled before; acknowledging", message.id, self.queue)
+                log.info(
+                    "msg %s on %s was handled before; acknowledging",
+                    message.msg_id,
+                    self.queue,
+                    extra=message_fields(message),
+                )
             # Outcome decided: no more renewals (see Completer).
             self.inflight.pop(message.msg_id, None)
             acknowledged = await store.acknowledge(
@@ -204,9 +223,11 @@ class QueueConsumer:
             if not acknowledged:
                 # The lease ran out and the message was claimed again: its new holder
                 # finds this inbox record and acknowledges it without handling it.
+                self.metrics.fenced(1)
                 log.warning(
                     "msg %s on %s: lease lost before the acknowledgement; "
                     "its new holder will find it handled",
                     message.msg_id,
                     self.queue,
+                    extra=message_fields(message),
                 )

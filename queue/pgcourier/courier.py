@@ -18,7 +18,7 @@ import psycopg
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import queries
+from . import metrics, queries, tracing
 from .errors import DatabaseError, PgCourierError, QueueNotFoundError
 from .message import DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, build_outgoing, build_outgoing_batch
 from .naming import check_queue_name, check_topic, check_topic_pattern
@@ -260,17 +260,18 @@ class Courier:
         conn: psycopg.AsyncConnection | None = None,
     ) -> int | None:
         """Sends one message; returns its msg_id, or None when the idempotency key was taken."""
-        outgoing = self._outgoing(
-            payload,
-            type=type,
-            delay=delay,
-            headers=headers,
-            idempotency_key=idempotency_key,
-            ordering_key=ordering_key,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
-        ids = await self.send_outgoing(queue, [outgoing], conn=conn)
+        with tracing.sending(queue) as context:
+            outgoing = self._outgoing(
+                payload,
+                type=type,
+                delay=delay,
+                headers=tracing.with_context(headers, context),
+                idempotency_key=idempotency_key,
+                ordering_key=ordering_key,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
+            ids = await self.send_outgoing(queue, [outgoing], conn=conn)
         return ids[0] if ids else None
 
     async def send_batch(
@@ -287,17 +288,18 @@ class Courier:
         conn: psycopg.AsyncConnection | None = None,
     ) -> list[int]:
         """Sends many messages in one statement; returns their msg_ids in order."""
-        batch = build_outgoing_batch(
-            payloads,
-            type=type,
-            delay=delay,
-            headers=headers,
-            ordering_key=ordering_key,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            max_payload_bytes=self.max_payload_bytes,
-        )
-        return await self.send_outgoing(queue, batch, conn=conn)
+        with tracing.sending(queue, count=len(payloads)) as context:
+            batch = build_outgoing_batch(
+                payloads,
+                type=type,
+                delay=delay,
+                headers=tracing.with_context(headers, context),
+                ordering_key=ordering_key,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                max_payload_bytes=self.max_payload_bytes,
+            )
+            return await self.send_outgoing(queue, batch, conn=conn)
 
     async def publish(
         self,
@@ -317,20 +319,21 @@ class Courier:
         The copies share one message id, so each consumer's inbox sees one message.
         """
         check_topic(topic)
-        outgoing = self._outgoing(
-            payload,
-            type=type or topic,
-            delay=delay,
-            headers=headers,
-            ordering_key=ordering_key,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
-        async with self.connection(conn) as c:
-            cur = await c.execute(queries.query("topic_queues"), {"topic": topic})
-            targets = [row[0] for row in await cur.fetchall()]
-            for queue in targets:
-                await self._insert(c, queue, [outgoing])
+        with tracing.sending(topic) as context:
+            outgoing = self._outgoing(
+                payload,
+                type=type or topic,
+                delay=delay,
+                headers=tracing.with_context(headers, context),
+                ordering_key=ordering_key,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
+            async with self.connection(conn) as c:
+                cur = await c.execute(queries.query("topic_queues"), {"topic": topic})
+                targets = [row[0] for row in await cur.fetchall()]
+                for queue in targets:
+                    await self._insert(c, queue, [outgoing])
         return targets
 
     def _outgoing(self, payload: Any, **options: Any) -> Outgoing:
@@ -378,6 +381,8 @@ class Courier:
                     ),
                     params,
                 )
-            return [row[0] for row in await cur.fetchall()]
+            ids = [row[0] for row in await cur.fetchall()]
         except psycopg.Error as exc:
             raise wrap_driver_error(exc, queue) from exc
+        metrics.sent(queue, len(ids))
+        return ids

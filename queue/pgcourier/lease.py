@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from . import store
+from . import metrics, store
 from .courier import Courier
 from .loops import Backoff, forever
 from .store import Lease
@@ -27,6 +27,7 @@ class LeaseRenewer:
         self.vt_s = vt_s
         self.inflight = inflight
         self.lost = 0
+        self.metrics = metrics.for_queue(queue)
 
     async def run(self) -> None:
         await forever(
@@ -43,6 +44,7 @@ class LeaseRenewer:
         leases = list(self.inflight.values())
         async with self.courier.statement_connection() as conn:
             renewed = await store.extend(conn, self.queue, leases, vt_s=self.vt_s)
+        self.metrics.renewed(len(renewed))
         for lease in leases:
             if lease.msg_id not in renewed and self.inflight.get(lease.msg_id) == lease:
                 del self.inflight[lease.msg_id]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 import psycopg
 from psycopg import sql
 
+from . import metrics
 from .naming import queue_channel
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Listener:
     ) -> None:
         self.conninfo = conninfo
         self._channels = {queue_channel(q): q for q in queues}
+        self._metrics = {q: metrics.for_queue(q) for q in self._channels.values()}
         self._wake = wake
         self._health_check_interval_s = health_check_interval_s
         self._reconnect_max_s = reconnect_max_s
@@ -78,6 +80,8 @@ class Listener:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.backend_pid = conn.info.backend_pid
             self.connections_made += 1
+            if self.connections_made > 1:
+                metrics.listen_reconnected()
             self.connected.set()
             # Anything sent while we were not listening is found by this poll.
             self._wake_all()
@@ -85,6 +89,7 @@ class Listener:
                 async for notify in conn.notifies(timeout=self._health_check_interval_s):
                     queue = self._channels.get(notify.channel)
                     if queue is not None:
+                        self._metrics[queue].woken(by_notify=True)
                         self._wake(queue)
                 # A quiet spell: make sure the connection is still alive.
                 await conn.execute("SELECT 1")

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from pgcourier import logs
 from pgcourier.errors import PgCourierError
 from pgcourier.keeper import LinkKeeper
 from pgcourier.relay import Relay
@@ -44,9 +45,7 @@ def main() -> int:
     parser.add_argument("role", choices=["keeper"])
     parser.parse_args()
     instance = os.environ.get("SHOP_INSTANCE") or "links-keeper"
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {instance} %(levelname)s %(message)s"
-    )
+    logs.configure(instance=instance)
     missing = [s for s in SERVICES if not os.environ.get(f"SHOP_DATABASE_URL_{s.upper()}")]
     if missing:
         print(

@@ -29,6 +29,7 @@ from services.shared.http import (
     read_query,
     service_app,
 )
+from services.shared.metrics import observe
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -286,7 +287,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
         # This process schedules the stock step's timeout: refuse a too-short one.
         await saga.check_step_timeout(courier, settings.saga_step_timeout_s)
 
-    app = service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX)
+    app = observe(service_app(settings, ENDPOINTS, on_startup=startup, consumes=c.ORDERS_INBOX))
     app.state.max_open_orders = settings.max_open_orders
     app.state.console_url = os.environ.get("SHOP_CONSOLE_URL", "").rstrip("/") or None
     return app

@@ -22,6 +22,8 @@ class NewOrder(RequestBody):
 
 
 class OrderPage(Query):
+    # query_int builds an Annotated int at import time (see services/shared/models.py),
+    # which pydantic reads and mypy, seeing a call in a type position, cannot.
     limit: query_int(1, LIST_LIMIT_MAX) = LIST_LIMIT_DEFAULT  # type: ignore[valid-type]
 
 

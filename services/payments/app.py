@@ -16,6 +16,7 @@ from services.shared.http import (
     principal,
     service_app,
 )
+from services.shared.metrics import observe
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -70,4 +71,4 @@ ENDPOINTS = [
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS, consumes=PAYMENTS_INBOX)
+    return observe(service_app(settings, ENDPOINTS, consumes=PAYMENTS_INBOX))

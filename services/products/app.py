@@ -24,6 +24,7 @@ from services.shared.http import (
     read_query,
     service_app,
 )
+from services.shared.metrics import observe
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -195,4 +196,4 @@ ENDPOINTS = [
 
 
 def create_app(settings: ServiceSettings) -> Starlette:
-    return service_app(settings, ENDPOINTS, consumes=PRODUCTS_INBOX)
+    return observe(service_app(settings, ENDPOINTS, consumes=PRODUCTS_INBOX))

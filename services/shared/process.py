@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import uvicorn
 from starlette.applications import Starlette
 
-from pgcourier import Courier, PgCourierError, Worker
+from pgcourier import Courier, PgCourierError, Worker, logs
 
+from .metrics import serve_worker_metrics
 from .settings import ServiceSettings
+from .tracing import trace_to_files
 
 AppFactory = Callable[[ServiceSettings], Starlette]
 WorkerSetup = Callable[[Worker, ServiceSettings], None]
@@ -34,6 +36,7 @@ async def run_worker(
     async with Courier(settings.database_url, pool_max_size=10) as courier:
         worker = Worker(courier, concurrency=20, batch_size=20, name=name)
         setup(worker, settings)
+        serve_worker_metrics()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
@@ -74,9 +77,9 @@ def main(
     args = parser.parse_args()
     # runner.py names each replica (orders-worker-2); compose.yaml each service and role.
     instance = os.environ.get("SHOP_INSTANCE") or f"{service}-{args.role}"
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {instance} %(levelname)s %(message)s"
-    )
+    # Text lines by default, JSON with PGCOURIER_LOG_FORMAT=json (pgcourier/logs.py).
+    logs.configure(instance=instance)
+    trace_to_files(instance=instance)
     try:
         settings = ServiceSettings.from_env(service)
         if args.role == "worker":

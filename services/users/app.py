@@ -26,6 +26,7 @@ from services.shared.http import (
     read_query,
     service_app,
 )
+from services.shared.metrics import observe
 from services.shared.settings import ServiceSettings
 from services.shared.sql import query
 
@@ -308,4 +309,4 @@ def create_app(settings: ServiceSettings) -> Starlette:
     async def startup(courier: Courier) -> None:
         await admin_ensure(courier, settings)
 
-    return service_app(settings, endpoints, on_startup=startup)
+    return observe(service_app(settings, endpoints, on_startup=startup))
