@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from services.shared.metrics import worker_metrics_port
 from services.shared.settings import DEFAULT_PORTS, SERVICES
 from services.shared.topology_db import database_name
 from services.topology import LINKS_KEEPER, process_env, processes
@@ -133,3 +134,14 @@ def test_compose_runs_the_console_over_every_services_database_on_loopback_only(
     }
     orders = compose_services()["orders-http"]["environment"]
     assert orders["SHOP_CONSOLE_URL"].endswith("127.0.0.1:8005}")
+
+
+def test_compose_workers_serve_their_metrics_on_the_port_runner_gives_the_first_replica() -> None:
+    services = compose_services()
+    for process in processes():
+        if process.role != "worker":
+            continue
+        compose_env = services[process.name]["environment"]
+        assert compose_env["SHOP_METRICS_PORT"] == str(
+            worker_metrics_port(DEFAULT_PORTS[process.service], 1)
+        ), process.name
