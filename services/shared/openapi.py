@@ -5,7 +5,8 @@ acts on: the body and query models validate requests, the response model builds 
 answer, access decides 401 and 403. The error answers each route can give follow from
 those (a body can be malformed, too large, not JSON or invalid; a token missing;
 a path id unknown) plus the ones its handler gives itself (Endpoint.errors). /health,
-served by every service alike, is documented from models.Health.
+served by every service alike, is documented from models.Health; /metrics (added by
+services/shared/metrics.observe) as Prometheus's text format.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ _RETRY_AFTER = {
 def document(title: str, endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     endpoints = list(endpoints)
     refs, schemas = _schemas(endpoints)
-    paths: dict[str, dict[str, Any]] = {"/health": {"get": _health(refs)}}
+    paths: dict[str, dict[str, Any]] = {
+        "/health": {"get": _health(refs)},
+        "/metrics": {"get": _METRICS},
+    }
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs)
     return {
@@ -104,6 +108,18 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         op["security"] = [{"bearer": []}]
     op["responses"] = {str(e.success): _success(e, refs)} | _errors(e, refs)
     return op
+
+
+_METRICS: dict[str, Any] = {
+    "summary": "This process's metrics, for Prometheus to scrape (no token needed)",
+    "operationId": "metrics",
+    "responses": {
+        "200": {
+            "description": "the Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+}
 
 
 def _health(refs: dict[Any, Any]) -> dict[str, Any]:

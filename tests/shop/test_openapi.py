@@ -31,7 +31,7 @@ APPS = {
     "orders": orders_app,
     "payments": payments_app,
 }
-UNDOCUMENTED = {"/health", "/openapi.json"}
+UNDOCUMENTED = {"/health", "/metrics", "/openapi.json"}
 
 
 class Service:
@@ -154,6 +154,10 @@ async def test_answers_and_errors_match_their_documented_schemas(services) -> No
         # No worker runs here: degraded, with its consumer's figures and the reasons.
         health = await service.check("GET", "/health", "/health", 200)
         assert health.json()["status"] in ("ok", "degraded")
+        metrics = await service.client.get("/metrics")
+        documented = service.spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].split(";")[0] in documented
     await payments.check(
         "GET", f"{missing}/payments", "/orders/{order_id}/payments", 404, headers=ADMIN
     )
