@@ -253,15 +253,12 @@ async def _consume(link: Link, idx: int) -> None:
         while not await asyncio.to_thread(link.go.wait, 0.2):
             if link.stop.is_set():
                 return
-        run = asyncio.create_task(worker.run())
-        started = asyncio.create_task(worker.started.wait())
-        await asyncio.wait({run, started}, return_when=asyncio.FIRST_COMPLETED)
-        started.cancel()
-        link.running[idx] = 1
-        while not run.done() and not await asyncio.to_thread(link.stop.wait, 0.2):
-            pass
-        worker.stop()
-        await run
+        async with worker.running():
+            link.running[idx] = 1
+            # Until told to stop, or a loop of the worker ended (it failed: leaving
+            # the block raises its error).
+            while worker.status()[2] and not await asyncio.to_thread(link.stop.wait, 0.2):
+                pass
     link.results.put((idx, samples))
 
 

@@ -1,30 +1,14 @@
-"""Small helpers shared by the tests: a running worker and waiting for a condition."""
+"""Small helpers shared by the tests: waiting for a condition, reading a value."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from pgcourier import Courier, Worker
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    started = asyncio.ensure_future(worker.started.wait())
-    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        started.cancel()
-        task.result()  # raises the start-up error
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
+from pgcourier import Courier
 
 
 async def wait_until(

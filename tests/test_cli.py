@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgcourier import Context, Courier, Message, Worker
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 _DB_VARS = ("DATABASE_URL", "PGCOURIER_DATABASE_URL")
 
@@ -281,7 +281,7 @@ async def test_workers_lists_live_workers_with_their_queues(
         pass
 
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: scalar(courier, "SELECT count(*) FROM pgcourier.worker"))
         result = await asyncio.to_thread(run_cli, "workers", "--json", database_url=database_url)
     assert result.returncode == 0, result.stderr

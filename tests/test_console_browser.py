@@ -22,7 +22,7 @@ import pytest
 
 from pgcourier import Context, Courier, Message, Worker
 from pgcourier.console import Console
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 from tests.test_console_http import TOKEN, dead_letter_count, make_dead_letter, send_chain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +218,7 @@ async def test_a_dead_letter_retried_from_the_page_is_then_handled(
 
     worker = Worker(courier, poll_interval=0.05, heartbeat_interval=0.5)
     worker.handle("console_dead", accept)
-    async with served(database_url) as base, running(worker):
+    async with served(database_url) as base, worker.running():
         await in_browser(browser.get, f"{base}/db/main/queue/console_dead/dead")
         await seen(browser, "ol.errors", "ValueError: cannot handle")
         assert not await in_browser(browser.find_elements, By.ID, "retry-selected")

@@ -15,7 +15,7 @@ import pytest
 
 from pgcourier import Context, Courier, Message, Worker
 from pgcourier.console import Console
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 TOKEN = "operator-secret-token"
 BASE = "http://console.test"
@@ -60,7 +60,7 @@ async def make_dead_letter(courier: Courier, queue: str, payload: Any) -> None:
     worker = Worker(courier, poll_interval=0.05, heartbeat_interval=0.5)
     worker.handle(queue, fail)
     await courier.send(queue, payload, correlation_id="dead-corr")
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: dead_letter_count(courier, queue))
 
 
@@ -88,7 +88,7 @@ async def send_chain(courier: Courier, correlation_id: str) -> None:
     await courier.send(
         "console_a", {"order": correlation_id}, type="reserve", correlation_id=correlation_id
     )
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: dead_letter_count(courier, "console_c"), within=20)
 
 

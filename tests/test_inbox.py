@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from pgcourier import Context, Courier, Message, Worker
-from tests.helpers import queue_empty, running, scalar, wait_until
+from tests.helpers import queue_empty, scalar, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ async def test_worker_killed_mid_handler_has_its_message_redelivered_and_applied
 
     worker = Worker(courier, poll_interval=0.2)
     worker.handle("jobs", record_effect, transactional=True)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: queue_empty(courier, "jobs"))
         await asyncio.sleep(0.3)  # time for any second application to show
     assert await scalar(courier, "SELECT count(*) FROM effects") == 1
@@ -64,7 +64,7 @@ async def test_a_message_delivered_twice_has_its_effects_once(courier: Courier) 
         await conn.execute("SELECT pgmq.send('jobs', '{}'::jsonb, %s::jsonb)", [headers])
     worker = Worker(courier, concurrency=1)
     worker.handle("jobs", record_effect, transactional=True)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: queue_empty(courier, "jobs"))
     assert await scalar(courier, "SELECT count(*) FROM pgmq.q_jobs") == 0
     assert await scalar(courier, "SELECT count(*) FROM effects") == 1
@@ -90,7 +90,7 @@ async def test_failed_transactional_handler_leaves_no_effects_and_no_inbox_recor
     worker = Worker(courier, poll_interval=5)
     worker.handle("jobs", fails_first, transactional=True)
     await courier.send("jobs", {})
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: attempts == [1, 2])
         await asyncio.sleep(0.2)
     assert await scalar(courier, "SELECT array_agg(attempt) FROM effects") == [2]

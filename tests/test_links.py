@@ -31,7 +31,7 @@ from pgcourier import (
 from pgcourier.keeper import LinkKeeper
 from pgcourier.links import LinkError
 from pgcourier.relay import Relay
-from tests.helpers import running, wait_until
+from tests.helpers import wait_until
 from tests.links_fixtures import (
     Node,
     disable_subscription,
@@ -94,7 +94,7 @@ async def test_replication_delivers_sends_batches_and_publishes_in_order_stamped
         await out.send("jobs", {"n": 5})
         worker = Worker(into, concurrency=1, poll_interval=0.05)
         worker.handle("jobs", handle)
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: len(got) >= 5)
         role = await scalar_at(sender.url, "SELECT current_user")
     assert [payload for payload, _ in got] == [{"n": n} for n in range(1, 6)]
@@ -177,7 +177,7 @@ async def test_only_a_role_granted_a_remote_queue_sends_to_it_and_cannot_forge_i
     async with Courier(receiver.url) as into:
         worker = Worker(into, concurrency=1, poll_interval=0.05)
         worker.handle("jobs", handle)
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: len(got) >= 2)
     stamp = f"{roles['granted'].name}@{sender.name}"
     assert got == [({"n": 1}, stamp), ({"n": 2}, stamp)]

@@ -9,7 +9,7 @@ import pytest
 
 from pgcourier import Context, Courier, Message, Worker
 from pgcourier.logs import JsonFormatter, TextFormatter, formatter
-from tests.helpers import running, wait_until
+from tests.helpers import wait_until
 
 
 async def _fail_twice(courier: Courier, caplog: pytest.LogCaptureFixture) -> str:
@@ -25,7 +25,7 @@ async def _fail_twice(courier: Courier, caplog: pytest.LogCaptureFixture) -> str
     caplog.set_level(logging.INFO, logger="pgcourier")
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
     return ids[0]
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from psycopg import sql
 
 from pgcourier import Context, Courier, Message, RejectMessage, Worker, metrics
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 
 def _value(name: str, **labels: str) -> float:
@@ -50,7 +50,7 @@ async def test_handled_retried_dead_and_rejected_messages_are_counted_by_outcome
 
     worker = Worker(courier, poll_interval=0.05)
     worker.handle(queue, handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(
             lambda: (
                 _value("pgcourier_messages_handled_total", queue=queue, type="job", outcome="ok")
@@ -90,7 +90,7 @@ async def test_a_worker_counts_its_wake_ups_by_notify_and_by_poll(courier: Couri
 
     worker = Worker(courier, poll_interval=0.05)
     worker.handle(queue, handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: _value("pgcourier_wakeups_total", queue=queue, by="poll") >= 1)
         await courier.send(queue, 1)
         await wait_until(lambda: seen == [1])
@@ -224,7 +224,7 @@ async def test_lease_renewals_and_a_fenced_outcome_are_counted(courier: Courier)
 
     worker = Worker(courier, poll_interval=0.05)
     worker.handle(queue, slow)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: _value("pgcourier_lease_renewals_total", queue=queue) >= 1)
         # Another client takes the message over: the handler's acknowledgement is fenced.
         async with courier.pool.connection() as conn:

@@ -5,7 +5,7 @@ import time
 import psycopg
 
 from pgcourier import Context, Courier, Message, Worker
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 
 async def collect_notifies(conninfo: str, channel: str, action, settle: float = 0.5) -> list:
@@ -57,7 +57,7 @@ async def test_notify_wakes_the_worker_far_sooner_than_its_polling_interval(
 
     worker = Worker(courier, poll_interval=30)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await asyncio.sleep(0.1)
         for n in range(20):
             await courier.send("jobs", time.time())
@@ -79,7 +79,7 @@ async def test_worker_recovers_when_its_listen_connection_is_terminated(
 
     worker = Worker(courier, poll_interval=30)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         listener = worker.listener
         assert listener is not None and listener.connections_made == 1
         pid = listener.backend_pid

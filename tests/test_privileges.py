@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgcourier import Admin, Context, Courier, DatabaseError, Message, Worker
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ async def test_every_message_is_stamped_with_the_role_that_inserted_it(
     async with Courier(bus["consumer"].url) as as_consumer:
         worker = Worker(as_consumer, poll_interval=0.05)
         worker.handle("jobs", handle, transactional=True)
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: len(seen) == 3)
     sender = bus["sender"].name
     assert seen == {"pgcourier": sender, "idempotent": sender, "pgmq": sender}
@@ -192,7 +192,7 @@ async def test_a_message_from_a_sender_its_route_does_not_accept_is_dead_lettere
             senders={bus["sender"].name},
             transactional=True,
         )
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: handled)
             await wait_until(lambda: scalar(courier, "SELECT count(*) FROM pgcourier.dead_letter"))
     assert handled == [{"amount": 5}]
@@ -218,7 +218,7 @@ async def test_a_consumer_role_runs_a_worker_through_every_outcome(
     async with Courier(bus["consumer"].url) as as_consumer:
         worker = Worker(as_consumer, poll_interval=0.05, heartbeat_interval=0.05)
         worker.handle("jobs", handle, transactional=True)
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: scalar(courier, "SELECT count(*) = 0 FROM pgmq.q_jobs"))
             assert await scalar(courier, "SELECT db_role FROM pgcourier.worker") == (
                 bus["consumer"].name

@@ -191,3 +191,23 @@ async def test_pgmq_clients_can_read_what_pgcourier_sends(courier: Courier) -> N
     async with courier.pool.connection() as conn:
         cur = await conn.execute("SELECT message FROM pgmq.read('jobs', 30, 10)")
         assert await cur.fetchall() == [({"hello": "pgmq"},)]
+
+
+async def test_a_courier_from_the_environment_keeps_its_payload_limit(database_url: str) -> None:
+    from pgcourier import PayloadTooLargeError, Settings
+
+    settings = Settings.from_env(
+        {"DATABASE_URL": database_url, "PGCOURIER_MAX_PAYLOAD_BYTES": "100"}
+    )
+    async with Courier.from_settings(settings) as courier:
+        await courier.queue_create("jobs")
+        assert await courier.send("jobs", {"text": "x" * 10}) is not None
+        with pytest.raises(PayloadTooLargeError):
+            await courier.send("jobs", {"text": "x" * 200})
+
+
+def test_a_courier_without_a_database_in_its_settings_is_refused_with_the_variables_named() -> None:
+    from pgcourier import ConfigurationError, Settings
+
+    with pytest.raises(ConfigurationError, match="PGCOURIER_DATABASE_URL or DATABASE_URL"):
+        Courier.from_settings(Settings.from_env({}))

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from pgcourier import Context, Courier, Message, Worker, tracing
-from tests.helpers import running, wait_until
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def test_the_handler_span_is_a_child_of_the_sending_span_and_its_sends_con
     worker.handle("second", last)
     with tracing.tracer("test").start_as_current_span("request") as request:
         await courier.send("first", {"n": 1})
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: "second" in headers)
         await wait_until(lambda: len(spans.get_finished_spans()) == 5)
 
@@ -83,7 +83,7 @@ async def test_a_message_without_trace_context_starts_a_new_trace(
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("plain", handle)
     with tracing.tracer("test").start_as_current_span("unrelated") as unrelated:
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: handled == [1])
             await wait_until(
                 lambda: any(s.name == "process plain" for s in spans.get_finished_spans())
@@ -104,7 +104,7 @@ async def test_a_failed_handler_marks_its_span_as_an_error(
         raise RuntimeError("broken")
 
     worker.handle("failing", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(
             lambda: any(s.name == "process failing" for s in spans.get_finished_spans())
         )
@@ -140,7 +140,7 @@ async def test_without_an_sdk_a_received_context_is_passed_on_to_what_the_handle
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("first", relay)
     worker.handle("second", last)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: received)
     # Nothing recorded here, so the span id is the sender's: the trace goes on.
     assert received[0]["traceparent"] == traceparent

@@ -17,7 +17,7 @@ from pgcourier import (
     queries,
     store,
 )
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 
 async def test_messages_of_one_queue_are_handled_in_send_order(courier: Courier) -> None:
@@ -32,7 +32,7 @@ async def test_messages_of_one_queue_are_handled_in_send_order(courier: Courier)
 
     worker = Worker(courier, concurrency=1, batch_size=10)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(seen) == 60)
     assert seen == list(range(60))
 
@@ -59,7 +59,7 @@ async def test_concurrent_consumers_handle_every_message_exactly_once(
             workers.append(w)
         async with contextlib.AsyncExitStack() as stack:
             for w in workers:
-                await stack.enter_async_context(running(w))
+                await stack.enter_async_context(w.running())
             for start in range(0, total, 50):
                 await couriers[0].send_batch("jobs", list(range(start, start + 50)))
             await wait_until(lambda: sum(seen.values()) >= total, within=30)
@@ -87,7 +87,7 @@ async def test_handlers_are_routed_by_message_type(courier: Courier) -> None:
     worker.handle("events", anything)
     await courier.send("events", 1, type="order.placed")
     await courier.send("events", 2, type="order.paid")
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(got) == 2)
     assert sorted(got) == [("other", 2), ("placed", 1)]
 
@@ -126,7 +126,7 @@ async def test_failed_handler_is_retried_with_growing_backoff_then_dead_lettered
     worker = Worker(courier, poll_interval=5)
     worker.handle("jobs", always_fails)
     await courier.send("jobs", {"n": 1})
-    async with running(worker):
+    async with worker.running():
         await wait_until(
             lambda: len(attempts) == 4 and not worker.consumers["jobs"].inflight, within=15
         )
@@ -160,7 +160,7 @@ async def test_message_that_recovers_on_retry_is_acknowledged(courier: Courier) 
     worker = Worker(courier, poll_interval=5)
     worker.handle("jobs", flaky)
     await courier.send("jobs", {})
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(seen) == 2 and not worker.consumers["jobs"].inflight)
     assert seen[1][0] == 2
     assert seen[1][1][0]["error"] == "ValueError: not yet"
@@ -179,7 +179,7 @@ async def test_message_without_a_handler_for_its_type_is_dead_lettered(
     worker = Worker(courier)
     worker.handle("jobs", only_a, type="a")
     await courier.send("jobs", {}, type="b")
-    async with running(worker):
+    async with worker.running():
         await wait_until(
             lambda: not worker.consumers["jobs"].inflight and worker.consumers["jobs"].wake
         )
@@ -197,7 +197,7 @@ async def test_delayed_message_is_not_handled_before_its_delay(courier: Courier)
 
     worker = Worker(courier, poll_interval=10)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         sent_at = time.monotonic()
         await courier.send("jobs", {}, delay=1.0)
         await wait_until(lambda: handled_at, within=5)
@@ -223,7 +223,7 @@ async def test_crashed_consumers_message_comes_back_when_its_lease_expires(
 
     worker = Worker(courier, poll_interval=10)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: handled, within=5)
     assert handled[0][0] - claimed_at >= 0.9
     # pgmq counted two reads; pgcourier made (and counts) one attempt: a read it did
@@ -244,9 +244,9 @@ async def test_live_worker_renews_the_lease_of_a_long_handler(database_url: str)
         first.handle("jobs", slow)
         second.handle("jobs", slow)
         await one.send("jobs", {})
-        async with running(first):
+        async with first.running():
             await wait_until(lambda: started)
-            async with running(second):
+            async with second.running():
                 await asyncio.sleep(2.5)
         assert started == [1]
         assert await scalar(one, "SELECT count(*) FROM pgmq.q_jobs") == 0
@@ -307,7 +307,7 @@ async def test_per_key_order_holds_while_different_keys_run_in_parallel(
 
     worker = Worker(courier, concurrency=10, poll_interval=5)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: sum(len(v) for v in order.values()) == 15)
     assert order == {k: [0, 1, 2, 3, 4] for k in order}
     assert overlap_same_key == 1
@@ -327,7 +327,7 @@ async def test_failed_keyed_message_blocks_its_key_until_retried(courier: Courie
 
     worker = Worker(courier, poll_interval=5)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(seen) == 3)
     assert seen == [(1, 1), (1, 2), (2, 1)]
 
@@ -342,7 +342,7 @@ async def test_archive_queue_keeps_acknowledged_messages(courier: Courier) -> No
 
     worker = Worker(courier)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(done) == 2 and not worker.consumers["jobs"].inflight)
     assert await scalar(courier, "SELECT count(*) FROM pgmq.q_jobs") == 0
     assert await scalar(courier, "SELECT count(*) FROM pgmq.a_jobs") == 2
@@ -364,7 +364,7 @@ async def test_handler_sends_inherit_correlation_and_name_their_cause(courier: C
     worker.handle("second", record)
     await courier.send("first", 1, correlation_id="corr-1")
     origin = await scalar(courier, "SELECT headers->>'message_id' FROM pgmq.q_first")
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: received)
     assert received[0].correlation_id == "corr-1"
     assert received[0].causation_id == origin
@@ -388,7 +388,7 @@ async def test_worker_never_runs_more_handlers_than_its_concurrency(courier: Cou
 
     worker = Worker(courier, concurrency=3, batch_size=10)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(done) == 30)
     assert peak == 3
 
@@ -419,7 +419,7 @@ async def test_rejected_message_is_dead_lettered_without_retries(courier: Courie
     worker = Worker(courier)
     worker.handle("jobs", reject)
     await courier.send("jobs", {"order_id": "nope"})
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: scalar(courier, "SELECT count(*) FROM pgcourier.dead_letter"))
     assert attempts == [1]
     errors = await scalar(courier, "SELECT errors FROM pgcourier.dead_letter")
@@ -437,7 +437,7 @@ async def test_delayed_keyed_message_does_not_hold_back_its_key(courier: Courier
 
     worker = Worker(courier, poll_interval=5)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: seen == ["reply"], within=3)
 
 
@@ -461,7 +461,7 @@ async def test_worker_vacuums_a_queue_table_whose_dead_rows_pile_up(courier: Cou
 
     worker = Worker(courier, vacuum_dead_rows=100, maintenance_interval=0.05)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         await wait_until(vacuums, within=10)
     assert (
         await scalar(
@@ -487,7 +487,7 @@ async def test_worker_that_found_nothing_sits_out_notifications_for_its_backoff(
 
         worker = Worker(courier, poll_interval=30, empty_claim_backoff=empty_claim_backoff)
         worker.handle("jobs", handle)
-        async with running(worker):
+        async with worker.running():
             await asyncio.sleep(0.1)
             sent_at = time.monotonic()
             await courier.send("jobs", {})

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pgcourier import Context, Courier, Message, Worker, WorkerCrashedError, store
-from tests.helpers import running, scalar, wait_until
+from tests.helpers import scalar, wait_until
 
 
 async def _handled_into(seen: list) -> object:
@@ -31,7 +31,7 @@ async def test_idle_worker_survives_ten_thousand_empty_claims_then_handles_a_mes
     # backoff exponent overflowed after 1,024 empty claims).
     worker = Worker(courier, poll_interval=0.0001, empty_claim_backoff=1e-6, listen=False)
     worker.handle("jobs", await _handled_into(seen))
-    async with running(worker):
+    async with worker.running():
         consumer = worker.consumers["jobs"]
         await wait_until(lambda: consumer.claims >= 10_000, within=280, interval=0.2)
         assert consumer._empty_claims <= 4  # the backoff's exponent stays bounded
@@ -54,7 +54,7 @@ async def test_key_blocked_behind_its_in_flight_head_does_not_make_the_loop_spin
     poll = 0.05
     worker = Worker(courier, poll_interval=poll)
     worker.handle("jobs", await _handled_into(seen))
-    async with running(worker):
+    async with worker.running():
         consumer = worker.consumers["jobs"]
         await asyncio.sleep(0.2)
         before, started = consumer.claims, time.monotonic()
@@ -80,7 +80,7 @@ async def test_foreign_message_with_non_object_headers_harms_only_itself(
     seen: list = []
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("jobs", await _handled_into(seen))
-    async with running(worker):
+    async with worker.running():
         if headers == "null":  # JSON null headers read as none at all
             await wait_until(lambda: len(seen) == 3)
         else:
@@ -102,7 +102,7 @@ async def test_payload_the_decoder_refuses_is_read_by_the_fallback(courier: Cour
     seen: list = []
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("jobs", await _handled_into(seen))
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: seen)
     assert seen[0]["n"] == 1
 
@@ -145,7 +145,7 @@ async def test_a_worker_whose_lease_was_taken_over_leaves_the_message_to_its_new
 
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("jobs", slow)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: attempts)
         # The renewer keeps the lease; a stall (the database, the event loop) makes it
         # run out: simulated by another client taking the message over.
@@ -181,7 +181,7 @@ async def test_message_read_elsewhere_is_not_dead_lettered_on_pgcouriers_first_f
 
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("jobs", flaky)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(attempts) == 2)
         await wait_until(lambda: scalar(courier, "SELECT count(*) = 0 FROM pgmq.q_jobs"))
     assert attempts == [1, 2]
@@ -199,7 +199,7 @@ async def test_delayed_message_is_on_time_even_when_the_last_claim_found_work(
 
     worker = Worker(courier, poll_interval=10)
     worker.handle("jobs", handle)
-    async with running(worker):
+    async with worker.running():
         async with courier.pool.connection() as conn:  # one transaction, one NOTIFY
             await courier.send("jobs", "now", conn=conn)
             await courier.send("jobs", "later", delay=0.5, conn=conn)
@@ -213,7 +213,7 @@ async def test_claim_errors_are_survived_and_consuming_resumes(courier: Courier)
     seen: list = []
     worker = Worker(courier, poll_interval=0.02)
     worker.handle("jobs", await _handled_into(seen))
-    async with running(worker):
+    async with worker.running():
         async with courier.pool.connection() as conn:
             await conn.execute("ALTER TABLE pgmq.q_jobs RENAME TO q_jobs_away")
         claims = worker.consumers["jobs"].claims
@@ -241,7 +241,7 @@ async def test_worker_reports_its_liveness_in_the_database(courier: Courier) -> 
     await courier.queue_create("jobs")
     worker = Worker(courier, poll_interval=0.05, heartbeat_interval=0.05, name="jobs-worker-1")
     worker.handle("jobs", await _handled_into([]))
-    async with running(worker):
+    async with worker.running():
         await wait_until(
             lambda: scalar(
                 courier,

@@ -2,7 +2,7 @@
 
 from .admin import Admin, QueuePrivilege, WorkerInfo
 from .context import Context, Handler
-from .courier import Courier, QueueSettings
+from .courier import Courier
 from .errors import (
     ConfigurationError,
     DatabaseError,
@@ -20,7 +20,9 @@ from .errors import (
 )
 from .message import Message
 from .migrations import apply_migrations, migrate, migrations_in
+from .options import SendOneOptions, SendOptions
 from .settings import Settings
+from .topology import QueueSettings
 from .worker import Worker
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "QueuePrivilege",
     "QueueSettings",
     "RejectMessage",
+    "SendOneOptions",
+    "SendOptions",
     "Settings",
     "UnreadableMessageError",
     "Worker",

@@ -21,8 +21,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from . import console_cli, link_cli, metrics
 from .admin import Admin
-from .courier import Courier, wrap_driver_error
-from .errors import DatabaseError, PgCourierError, QueueNotFoundError
+from .courier import Courier
+from .errors import DatabaseError, PgCourierError, QueueNotFoundError, wrap_driver_error
 from .migrations import migrate
 from .naming import check_queue_name
 from .settings import Settings

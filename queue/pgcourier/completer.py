@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 import psycopg
 
 from . import metrics, store
-from .courier import Courier, QueueSettings
+from .courier import Courier
 from .errors import RejectMessage
 from .logs import message_fields
 from .loops import backoff_delay
 from .message import Message
 from .store import Failure, Lease
+from .topology import QueueSettings
 
 log = logging.getLogger("pgcourier.worker")
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from . import metrics, store, tracing
 from .completer import Completer
 from .context import Context, Route
-from .courier import Courier, QueueSettings
+from .courier import Courier
 from .eager import start_eagerly
 from .errors import ForbiddenSenderError, NoHandlerError, UnreadableMessageError
 from .logs import message_fields
@@ -25,6 +25,7 @@ from .loops import Backoff, forever
 from .message import Message, decode_claimed
 from .slots import Slots
 from .store import Lease
+from .topology import QueueSettings
 
 log = logging.getLogger("pgcourier.worker")
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import psycopg
 
 from .message import Message
+from .options import SendOneOptions, SendOptions
 
 if TYPE_CHECKING:
     from .courier import Courier
+
+
+_Options = TypeVar("_Options", SendOptions, SendOneOptions)
 
 
 @dataclass(slots=True)
@@ -27,20 +31,23 @@ class Context:
     message: Message
     conn: psycopg.AsyncConnection | None = None
 
-    def _lineage(self, options: dict[str, Any]) -> dict[str, Any]:
+    def _lineage(self, options: _Options) -> _Options:
         options.setdefault("correlation_id", self.message.correlation_id)
         options.setdefault("causation_id", self.message.id)
         options.setdefault("conn", self.conn)
         return options
 
-    async def send(self, queue: str, payload: Any, **options: Any) -> int | None:
-        """Sends a message caused by this one (same correlation id, in the same transaction)."""
+    async def send(self, queue: str, payload: Any, **options: Unpack[SendOneOptions]) -> int | None:
+        """Sends a message caused by this one (same correlation id, in the same
+        transaction); the options are Courier.send's."""
         return await self.courier.send(queue, payload, **self._lineage(options))
 
-    async def send_batch(self, queue: str, payloads: Sequence[Any], **options: Any) -> list[int]:
+    async def send_batch(
+        self, queue: str, payloads: Sequence[Any], **options: Unpack[SendOptions]
+    ) -> list[int]:
         return await self.courier.send_batch(queue, payloads, **self._lineage(options))
 
-    async def publish(self, topic: str, payload: Any, **options: Any) -> list[str]:
+    async def publish(self, topic: str, payload: Any, **options: Unpack[SendOptions]) -> list[str]:
         return await self.courier.publish(topic, payload, **self._lineage(options))
 
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,28 +17,12 @@ import psycopg
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import metrics, queries, tracing
-from .errors import DatabaseError, PgCourierError, QueueNotFoundError
+from . import metrics, queries, topology, tracing
+from .errors import ConfigurationError, DatabaseError, wrap_driver_error
 from .message import DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, build_outgoing, build_outgoing_batch
 from .naming import check_queue_name, check_topic, check_topic_pattern
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSettings:
-    queue_name: str
-    visibility_timeout_s: float
-    max_attempts: int
-    backoff_base_s: float
-    backoff_max_s: float
-    archive: bool
-    archive_retention_s: float
-
-
-def wrap_driver_error(exc: psycopg.Error, queue: str | None = None) -> PgCourierError:
-    """The boundary where driver errors become pgcourier's."""
-    if queue is not None and isinstance(exc, psycopg.errors.UndefinedTable):
-        return QueueNotFoundError(queue)
-    return DatabaseError(str(exc).strip())
+from .settings import Settings
+from .topology import QueueSettings
 
 
 class _Pool(AsyncConnectionPool):
@@ -110,6 +93,23 @@ class Courier:
         self._remote_queues: frozenset[str] = frozenset()
         self._remote_read_at = -REMOTE_QUEUES_TTL_S
 
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **options: Any) -> Courier:
+        """A Courier as the settings say (Settings.from_env() when None): their
+        database, pool sizes and payload limit; options: the rest of __init__'s."""
+        settings = Settings.from_env() if settings is None else settings
+        if settings.database_url is None:
+            raise ConfigurationError(
+                "no database given: set PGCOURIER_DATABASE_URL or DATABASE_URL"
+            )
+        return cls(
+            settings.database_url,
+            pool_min_size=settings.pool_min_size,
+            pool_max_size=settings.pool_max_size,
+            max_payload_bytes=settings.max_payload_bytes,
+            **options,
+        )
+
     async def open(self, *, timeout: float = 30.0) -> Courier:
         if self._own_pool:
             try:
@@ -179,36 +179,28 @@ class Courier:
         """Creates the queue, or updates its settings; an existing pgmq queue is adopted."""
         check_queue_name(queue)
         async with self.connection(conn, queue=queue) as c:
-            await c.execute(
-                "SELECT pgcourier.queue_create(%s, %s, %s, %s, %s, %s, %s)",
-                [
-                    queue,
-                    visibility_timeout,
-                    max_attempts,
-                    backoff_base,
-                    backoff_max,
-                    archive,
-                    archive_retention,
-                ],
+            await topology.queue_create(
+                c,
+                queue,
+                visibility_timeout=visibility_timeout,
+                max_attempts=max_attempts,
+                backoff_base=backoff_base,
+                backoff_max=backoff_max,
+                archive=archive,
+                archive_retention=archive_retention,
             )
 
     async def queue_drop(self, queue: str, *, conn: psycopg.AsyncConnection | None = None) -> bool:
         check_queue_name(queue)
         async with self.connection(conn, queue=queue) as c:
-            cur = await c.execute("SELECT pgcourier.queue_drop(%s)", [queue])
-            row = await cur.fetchone()
-        return bool(row and row[0])
+            return await topology.queue_drop(c, queue)
 
     async def queue_settings(
         self, queue: str, *, conn: psycopg.AsyncConnection | None = None
     ) -> QueueSettings:
         check_queue_name(queue)
         async with self.connection(conn, queue=queue) as c:
-            cur = await c.execute(queries.query("queue_get"), {"queue_name": queue})
-            row = await cur.fetchone()
-        if row is None:
-            raise QueueNotFoundError(queue)
-        return QueueSettings(*row)
+            return await topology.queue_settings(c, queue)
 
     async def subscribe(
         self, pattern: str, queue: str, *, conn: psycopg.AsyncConnection | None = None
@@ -217,21 +209,11 @@ class Courier:
         check_topic_pattern(pattern)
         check_queue_name(queue)
         async with self.connection(conn, queue=queue) as c:
-            await self.require_queue(c, queue)
-            if queue in await self._remote(c):
-                await c.execute("SELECT pgcourier.bind_topic(%s, %s)", [pattern, queue])
-            else:
-                await c.execute("SELECT pgmq.bind_topic(%s, %s)", [pattern, queue])
+            await topology.bind(c, pattern, queue, remote=queue in await self._remote(c))
 
     async def require_queue(self, conn: psycopg.AsyncConnection, queue: str) -> None:
         """Raises QueueNotFoundError unless the queue is here or declared remote."""
-        cur = await conn.execute(
-            "SELECT 1 FROM pgmq.meta WHERE queue_name = %(q)s"
-            " UNION ALL SELECT 1 FROM pgcourier.remote_queue WHERE queue_name = %(q)s",
-            {"q": queue},
-        )
-        if await cur.fetchone() is None:
-            raise QueueNotFoundError(queue)
+        await topology.require_queue(conn, queue)
 
     async def _remote(self, conn: psycopg.AsyncConnection) -> frozenset[str]:
         """The queues of other databases this one sends to (read at most every

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg
+
 
 class PgCourierError(Exception):
     """Root of every error pgcourier raises."""
@@ -62,3 +64,10 @@ class DatabaseError(PgCourierError):
 
 class MigrationError(DatabaseError):
     """Applying the schema failed."""
+
+
+def wrap_driver_error(exc: psycopg.Error, queue: str | None = None) -> PgCourierError:
+    """The boundary where driver errors become pgcourier's."""
+    if queue is not None and isinstance(exc, psycopg.errors.UndefinedTable):
+        return QueueNotFoundError(queue)
+    return DatabaseError(str(exc).strip())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from . import queries
-from .courier import Courier, QueueSettings
+from .courier import Courier
+from .topology import QueueSettings
 
 
 class Prune:

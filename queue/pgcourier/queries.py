@@ -1,4 +1,5 @@
-"""Named SQL queries, loaded from the package's .sql files.
+"""Named SQL queries, loaded from .sql files: the package's own, and (through
+`load`) any application's, such as the shop's.
 
 Queries that touch a queue's table carry `{queue}` / `{archive}` placeholders,
 filled with quoted identifiers, never with string formatting of user input.
@@ -8,16 +9,27 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 from psycopg import sql
 
 from .naming import archive_table, queue_table
 
 
+def load(path: Path | Traversable, **identifiers: sql.Composable) -> sql.Composed:
+    """The statement in a .sql file, its comment lines dropped and its `{name}`
+    placeholders filled with `identifiers` (literal braces are doubled, `{{`)."""
+    return sql.SQL(without_comment_lines(path.read_text())).format(**identifiers)
+
+
+def _file(name: str) -> Traversable:
+    return resources.files("pgcourier.sql").joinpath("queries", f"{name}.sql")
+
+
 @functools.cache
 def _text(name: str) -> str:
-    text = resources.files("pgcourier.sql").joinpath("queries", f"{name}.sql").read_text()
-    return without_comment_lines(text)
+    return without_comment_lines(_file(name).read_text())
 
 
 def without_comment_lines(text: str) -> str:
@@ -32,7 +44,7 @@ def without_comment_lines(text: str) -> str:
 @functools.cache
 def query(name: str) -> sql.Composed:
     """A query that names no queue table (braces are escaped as in every query file)."""
-    return sql.SQL(_text(name)).format()
+    return load(_file(name))
 
 
 @functools.cache

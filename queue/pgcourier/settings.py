@@ -36,14 +36,16 @@ class Settings:
     """Where the database is and how the bus behaves.
 
     database_url: PGCOURIER_DATABASE_URL or DATABASE_URL; None means the embedded
-        Postgres in data_dir.
+        Postgres in data_dir (PGCOURIER_DATA_DIR, runner.py's).
+    pool_min_size, pool_max_size (PGCOURIER_POOL_MIN_SIZE, _MAX_SIZE) and
+    max_payload_bytes (PGCOURIER_MAX_PAYLOAD_BYTES): a Courier's, through
+    Courier.from_settings.
     """
 
     database_url: str | None = None
     data_dir: Path = Path(".pgdata")
     pool_min_size: int = 1
     pool_max_size: int = 10
-    poll_interval_s: float = 1.0
     max_payload_bytes: int = 1024 * 1024
 
     @classmethod
@@ -55,6 +57,5 @@ class Settings:
             data_dir=Path(env.get("PGCOURIER_DATA_DIR") or ".pgdata"),
             pool_min_size=env_positive_int(env, "PGCOURIER_POOL_MIN_SIZE", 1),
             pool_max_size=env_positive_int(env, "PGCOURIER_POOL_MAX_SIZE", 10),
-            poll_interval_s=env_positive(env, "PGCOURIER_POLL_INTERVAL", 1.0),
             max_payload_bytes=env_positive_int(env, "PGCOURIER_MAX_PAYLOAD_BYTES", 1024 * 1024),
         )

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -135,6 +135,25 @@ class Worker:
         for consumer in self.consumers.values():
             consumer.wake.set()
         self.slots.interrupt()
+
+    @contextlib.asynccontextmanager
+    async def running(self, *, stop_timeout: float = 30.0) -> AsyncIterator[Worker]:
+        """Runs the worker in the background for the block: enters once it claims (or
+        raises what made `run()` fail at start), and on leaving stops it and waits up to
+        `stop_timeout` seconds for in-flight handlers. An error `run()` ended with while
+        the block ran is raised on leaving."""
+        task = asyncio.create_task(self.run())
+        started = asyncio.ensure_future(self.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            task.result()  # raises the start-up error
+            raise WorkerCrashedError("the worker returned before it started")
+        try:
+            yield self
+        finally:
+            self.stop()
+            await asyncio.wait_for(task, stop_timeout)
 
     def _flushed(self, queue: str, _rescheduled: bool) -> None:
         self._wake(queue)

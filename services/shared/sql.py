@@ -1,4 +1,5 @@
-"""Each service's SQL lives in sql/<service>/: migrations/ and queries/, one query a file."""
+"""Each service's SQL lives in sql/<service>/: migrations/ and queries/, one query a
+file, loaded as pgcourier loads its own (pgcourier.queries.load)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import functools
 from pathlib import Path
 
 from psycopg import sql
+
+from pgcourier.queries import load
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
 
@@ -17,13 +20,11 @@ def migrations_dir(component: str) -> Path:
 @functools.cache
 def query(service: str, name: str) -> sql.Composed:
     """Literal braces are doubled in query files, as in pgcourier's own."""
-    text = (SQL_ROOT / service / "queries" / f"{name}.sql").read_text()
-    return sql.SQL(text).format()
+    return load(SQL_ROOT / service / "queries" / f"{name}.sql")
 
 
 @functools.cache
 def table_query(component: str, name: str, table: tuple[str, str]) -> sql.Composed:
     """A query of sql/<component>/queries/ on a table named at run time: `{table}`
     in the file becomes the quoted (schema, name)."""
-    text = (SQL_ROOT / component / "queries" / f"{name}.sql").read_text()
-    return sql.SQL(text).format(table=sql.Identifier(*table))
+    return load(SQL_ROOT / component / "queries" / f"{name}.sql", table=sql.Identifier(*table))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pgcourier import Context, Courier, Message, RejectMessage, Worker
-from tests.helpers import queue_empty, running, wait_until
+from tests.helpers import queue_empty, wait_until
 from tests.interop.foreign import ForeignClient, dead_letters
 
 OUTCOMES = {
@@ -44,7 +44,7 @@ async def test_a_stale_holder_cannot_touch_a_message_another_client_has_taken_ov
     msg_id = await courier.send("jobs", {"n": 1}, type="job")
     worker = Worker(courier, concurrency=1, poll_interval=0.05)
     worker.handle("jobs", stale_holder, **handler_options)
-    async with running(worker):
+    async with worker.running():
         await wait_until(started.is_set, within=5)
         taken = await foreign.take_over("jobs", msg_id, vt=60)
         release.set()
@@ -84,11 +84,11 @@ async def test_a_stale_worker_cannot_acknowledge_the_message_another_worker_now_
         new.handle("jobs", holder("new"))
         msg_id = await old_courier.send("jobs", {"n": 1})
         # The old worker starts first and stops first: not nested, so by hand.
-        old_running = running(old)
+        old_running = old.running()
         await old_running.__aenter__()
         try:
             await wait_until(started["old"].is_set, within=5)
-            async with running(new):
+            async with new.running():
                 # The old worker's lease runs out; the new worker claims the message.
                 assert await foreign.set_vt("jobs", msg_id, 0)
                 await wait_until(started["new"].is_set, within=5)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pgcourier import Context, Courier, Message, Worker
-from tests.helpers import queue_empty, running, scalar, wait_until
+from tests.helpers import queue_empty, scalar, wait_until
 from tests.interop.foreign import NO_HEADERS, ForeignClient, dead_letters
 
 # Long enough that a message retried instead of dead-lettered at once is still in its
@@ -50,7 +50,7 @@ async def test_foreign_headers_not_an_object_dead_letter_the_message_and_its_bat
     seen = Seen()
     worker = quick_worker(courier)
     worker.handle("jobs", seen)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: sorted(seen.ns) == [1, 3], within=5)
         await wait_until(lambda: dead_letters(foreign.conn, "jobs"), within=5)
         # The loop that met the message still claims.
@@ -75,7 +75,7 @@ async def test_a_foreign_message_without_an_envelope_is_handled_by_the_catch_all
     seen = Seen()
     worker = quick_worker(courier)
     worker.handle("jobs", seen)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: seen.ns == [1], within=5)
         await wait_until(lambda: queue_empty(courier, "jobs"), within=5)
     assert await dead_letters(foreign.conn, "jobs") == []
@@ -91,7 +91,7 @@ async def test_a_foreign_message_of_a_type_nobody_handles_is_dead_lettered_at_on
     seen = Seen()
     worker = quick_worker(courier)
     worker.handle("jobs", seen, type="job")  # no catch-all route
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: seen.ns == [2], within=5)
 
         async def both_dead() -> bool:
@@ -125,7 +125,7 @@ async def test_reads_by_another_client_are_not_counted_as_pgcourier_attempts(
 
     worker = quick_worker(courier)
     worker.handle("jobs", fails_once)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(attempts) == 2, within=5)
         await wait_until(lambda: queue_empty(courier, "jobs"), within=5)
     assert await dead_letters(foreign.conn, "jobs") == []
@@ -148,7 +148,7 @@ async def test_a_foreign_message_after_the_queue_was_recreated_is_handled_not_ta
     async def consume_all() -> None:
         worker = quick_worker(courier)
         worker.handle("jobs", record, transactional=True)
-        async with running(worker):
+        async with worker.running():
             await wait_until(lambda: queue_empty(courier, "jobs"), within=5)
 
     await courier.queue_create("jobs")
@@ -173,7 +173,7 @@ async def test_another_clients_idempotency_key_header_may_repeat_and_every_messa
     seen = Seen()
     worker = quick_worker(courier)
     worker.handle("jobs", seen)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: sorted(seen.ns) == [1, 2], within=5)
     assert seen.headers[1]["idempotency_key"] == "same"
     assert seen.headers[2]["idempotency_key"] == "same"
@@ -194,7 +194,7 @@ async def test_pgcourier_idempotency_keys_and_a_foreign_idempotency_key_header_d
     seen = Seen()
     worker = quick_worker(courier)
     worker.handle("jobs", seen)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: sorted(seen.ns) == [1, 2, 3, 4], within=5)
         await wait_until(lambda: queue_empty(courier, "jobs"), within=5)
     assert sorted(seen.ns) == [1, 2, 3, 4]

@@ -24,7 +24,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from pgcourier import Context, Courier, Message, Worker
-from tests.helpers import queue_empty, running, scalar, wait_until
+from tests.helpers import queue_empty, scalar, wait_until
 
 FOREIGN = Path(__file__).resolve().parent.parent / "foreign"
 PINNED = json.loads((FOREIGN / "package.json").read_text())["dependencies"]
@@ -140,7 +140,7 @@ async def test_pgmq_js_creates_a_queue_and_sends_and_pgcourier_adopts_it_and_han
     # A poll far slower than the test: the later sends are noticed through NOTIFY.
     worker = Worker(courier, poll_interval=30)
     worker.handle("js_in", recorder, transactional=True)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(recorder.seen) == 2, within=10)
         await pgmq_js(node, database_url, "produce", "js_in", json.dumps([{"n": 3}]))
         await wait_until(lambda: len(recorder.seen) == 3, within=5)
@@ -217,7 +217,7 @@ async def test_the_python_pgmq_client_without_create_extension_sends_to_and_read
     recorder = Recorder()
     worker = Worker(courier, poll_interval=0.05)
     worker.handle("py_in", recorder, type="job", transactional=True)
-    async with running(worker):
+    async with worker.running():
         await wait_until(lambda: len(recorder.seen) == 1, within=5)
     [message] = recorder.seen
     assert (message.msg_id, message.payload, message.headers["tenant"]) == (

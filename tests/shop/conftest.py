@@ -149,17 +149,8 @@ async def run_service_worker(
     async with Courier(settings.database_url, pool_max_size=5) as courier:
         worker = Worker(courier, concurrency=20, batch_size=20, poll_interval=0.5)
         setup(worker, settings)
-        task = asyncio.create_task(worker.run())
-        started = asyncio.ensure_future(worker.started.wait())
-        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            started.cancel()
-            task.result()
-        try:
+        async with worker.running():
             yield worker
-        finally:
-            worker.stop()
-            await asyncio.wait_for(task, 30)
 
 
 class Acting:

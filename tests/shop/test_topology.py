@@ -20,7 +20,7 @@ from services.shared import contracts
 from services.shared.database import role_url
 from services.shared.topology_db import ShopDatabases, link_pairs
 from tests.chaos.postgres import RestartablePostgres
-from tests.helpers import running, wait_until
+from tests.helpers import wait_until
 from tests.shop.conftest import ROLE_PASSWORDS, made_shop_databases, service_settings
 
 SERVICES = ("users", "products", "orders", "payments")
@@ -148,7 +148,7 @@ async def test_a_message_forged_by_another_service_across_a_link_is_dead_lettere
     async with Courier(orders) as courier:
         worker = Worker(courier, poll_interval=0.05)
         orders_setup(worker, service_settings("orders", orders))
-        async with running(worker):
+        async with worker.running():
 
             async def dead() -> list[tuple[str, str]]:
                 async with courier.pool.connection() as conn:
