@@ -417,6 +417,7 @@ async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert set(spec["paths"]) == {
         "/health",
+        "/metrics",
         "/products",
         "/products/{product_id}",
         "/products/{product_id}/stock",
