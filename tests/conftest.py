@@ -75,6 +75,17 @@ def database_url(server_url: str, template_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A database with nothing in it: not even the bus's schema."""
+    name = f"pgcourier_empty_{uuid.uuid4().hex[:12]}"
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(server_url, dbname=name)
+    with _admin(server_url) as conn:
+        _drop(conn, name)
+
+
+@pytest.fixture
 async def courier(database_url: str) -> AsyncIterator[Courier]:
     async with Courier(database_url, pool_max_size=10) as c:
         yield c

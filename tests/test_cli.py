@@ -7,14 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from pgcourier import Context, Courier, Message, Worker
 from tests.helpers import scalar, wait_until
@@ -57,19 +53,6 @@ def add_dead_letter(database_url: str, queue: str, payload: object, error: str) 
         ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-@pytest.fixture
-def empty_database_url(server_url: str) -> Iterator[str]:
-    """A database without the pgcourier schema."""
-    name = f"pgcourier_cli_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 async def test_queues_prints_an_aligned_table_and_json_of_the_counts(

@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
 import psycopg
-import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from tests.conftest import ROOT
-
-
-@pytest.fixture
-def empty_database_url(server_url: str) -> Iterator[str]:
-    """A database with nothing in it: not even the bus's schema."""
-    name = f"pgcourier_example_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def run_example(name: str, url: str) -> str:
