@@ -120,6 +120,9 @@ async def test_throughput_counts_messages_sent_and_handled_between_samples(
         _,
     ):
         db = console.databases["main"]
+        # The console's own first sample, taken as it starts, before ours: one taken
+        # between two of ours (the machine loaded) would split the intervals.
+        await wait_until(lambda: db.latest() is not None, within=10)
         await db.sample()
         for n in range(4):
             await courier.send("console_rate", {"n": n})

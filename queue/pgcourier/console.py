@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import secrets
 import time
@@ -175,6 +176,7 @@ class Console:
                     "error": db.error,
                     "sampled_at": latest.at if latest else None,
                     "queues": queues,
+                    "links": [dataclasses.asdict(link) for link in latest.links] if latest else [],
                 }
             )
         return JSONResponse({"history_s": self.history_s, "databases": out})

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import queries
+import psycopg
+
+from . import links, queries
 from .admin import Admin, DeadLetter, PeekedMessage, QueueStats
 from .courier import Courier
+from .links import LinkInfo
 from .naming import check_queue_name
 
 log = logging.getLogger("pgcourier.console")
@@ -33,6 +36,8 @@ class Sample:
     at: float  # time.time()
     stats: dict[str, QueueStats]
     sent_total: dict[str, int]
+    # The database's links to others (pgcourier.links), as `pgcourier links` shows them.
+    links: list[LinkInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +100,18 @@ class ConsoleDatabase:
         async with self.courier.connection() as conn:
             cur = await conn.execute(queries.query("console_queue_sample"))
             rows = await cur.fetchall()
+            # A database without links (no migration 0004 yet, or a role that cannot
+            # read them) shows none.
+            try:
+                async with conn.transaction():
+                    found = await links.links(conn)
+            except psycopg.Error:
+                found = []
         sample = Sample(
             time.time(),
             {r[0]: QueueStats(*r[:6]) for r in rows},
             {r[0]: int(r[6]) for r in rows},
+            found,
         )
         self.samples.append(sample)
         return sample

@@ -92,7 +92,12 @@ def queues_body(databases: Sequence[str], *, poll_ms: int, history_s: float) -> 
 <th>in flight</th><th>delayed</th><th>dead</th><th>oldest ready</th>
 <th>throughput, last {history_s / 60:g} min <span class="legend sent">sent</span>
 <span class="legend left">done</span></th></tr></thead>
-<tbody id="queue-rows"><tr><td colspan="8">loading…</td></tr></tbody></table></div>"""
+<tbody id="queue-rows"><tr><td colspan="8">loading…</td></tr></tbody></table>
+<h2>links</h2>
+<table class="links"><thead><tr><th>database</th><th>direction</th><th>node</th>
+<th>mode</th><th>state</th><th>lag (bytes)</th><th>lag (s)</th><th>kept rows</th>
+<th>last error</th></tr></thead>
+<tbody id="link-rows"><tr><td colspan="9">loading…</td></tr></tbody></table></div>"""
 
 
 def stats_line(s: QueueStats | None) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 
 from . import queries
+from .link_metrics import link_families, read_links
+from .links import LinkInfo
 
 try:
     import prometheus_client as prom
@@ -297,7 +299,7 @@ class QueueStatsCollector(Collector):
         self._lock = threading.Lock()
         self.scrapes = 0
 
-    def _rows(self) -> list[tuple[Any, ...]]:
+    def _rows(self) -> tuple[list[tuple[Any, ...]], list[LinkInfo]]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(
                 self.conninfo,
@@ -306,7 +308,8 @@ class QueueStatsCollector(Collector):
                 options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
                 application_name="pgcourier metrics",
             )
-        return self._conn.execute(queries.query("queue_stats")).fetchall()
+        rows = self._conn.execute(queries.query("queue_stats")).fetchall()
+        return rows, read_links(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -317,8 +320,9 @@ class QueueStatsCollector(Collector):
     def collect(self) -> Iterator[Any]:
         with self._lock:
             self.scrapes += 1
+            found: list[LinkInfo] = []
             try:
-                rows = self._rows()
+                rows, found = self._rows()
             except (psycopg.Error, OSError) as exc:
                 log.warning("reading pgcourier.queues failed: %s", exc)
                 if self._conn is not None:
@@ -355,6 +359,7 @@ class QueueStatsCollector(Collector):
         yield messages
         yield dead
         yield oldest
+        yield from link_families(found)
         scrapes = CounterMetricFamily(
             "pgcourier_queue_stats_scrapes", "Scrapes of pgcourier.queues by this collector"
         )

@@ -75,6 +75,18 @@
     return tr;
   }
 
+  function linkRow(db, link) {
+    const tr = el("tr", { class: link.state === "streaming" || link.state === "relay" ? "" : "error" });
+    const lagS = link.lag_s === null ? "-" : link.lag_s.toFixed(1);
+    for (const text of [db, link.direction, link.node, link.mode, link.state,
+                        link.lag_bytes === null ? "-" : String(link.lag_bytes), lagS,
+                        link.retained === null ? "-" : String(link.retained),
+                        link.last_error || ""]) {
+      tr.appendChild(el("td", {}, text));
+    }
+    return tr;
+  }
+
   async function refresh() {
     try {
       const response = await fetch("/api/queues", { cache: "no-store" });
@@ -82,11 +94,19 @@
       const data = await response.json();
       const rows = [];
       const problems = [];
+      const linkRows = [];
       for (const db of data.databases) {
         if (db.error) problems.push(el("p", { class: "error" }, `${db.name}: unreachable: ${db.error}`));
         const now = db.sampled_at || Date.now() / 1000;
         for (const q of db.queues) rows.push(row(db.name, q, now));
+        for (const link of db.links || []) linkRows.push(linkRow(db.name, link));
       }
+      if (!linkRows.length) {
+        const none = el("tr");
+        none.appendChild(el("td", { colspan: "9" }, "no links"));
+        linkRows.push(none);
+      }
+      document.getElementById("link-rows").replaceChildren(...linkRows);
       if (!rows.length) {
         const empty = el("tr");
         empty.appendChild(el("td", { colspan: "8" }, "no queues yet"));
