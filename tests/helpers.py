@@ -28,6 +28,24 @@ async def wait_until(
     return time.monotonic() - start
 
 
+def wait_until_sync(
+    condition: Callable[[], Any],
+    *,
+    within: float = 10.0,
+    interval: float = 0.05,
+    failing: Callable[[], str] | None = None,
+) -> Any:
+    """The blocking wait_until, for tests of processes: waits for condition() to be
+    truthy and returns its value; failing() words the AssertionError."""
+    start = time.monotonic()
+    while not (result := condition()):
+        if time.monotonic() - start > within:
+            said = failing() if failing is not None else "condition not met"
+            raise AssertionError(f"{said} within {within}s")
+        time.sleep(interval)
+    return result
+
+
 async def scalar(courier: Courier, query: str, params: Any = None) -> Any:
     async with courier.pool.connection() as conn:
         cur = await conn.execute(query, params)

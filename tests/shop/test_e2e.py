@@ -28,6 +28,7 @@ from services.shared.topology_db import ShopDatabases
 from services.supervisor import Supervisor
 from services.topology import ServiceProcess, process_env, processes
 from tests.chaos.postgres import RestartablePostgres
+from tests.helpers import wait_until_sync
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROLE_PASSWORDS, made_shop_databases
 
 SAGA_STEP_TIMEOUT = 3.0
@@ -132,16 +133,14 @@ def create_product(shop: RunningShop, admin: str, *, stock: int, price_cents: in
 
 def wait_known_to_orders(shop: RunningShop, product_id: str) -> None:
     """The orders service learns of products from events; wait until it has."""
-    with psycopg.connect(shop.databases.url("orders")) as conn:
-        deadline = time.monotonic() + 20
-        while (
-            conn.execute(
-                "SELECT count(*) FROM orders.product WHERE product_id = %s", [product_id]
-            ).fetchone()[0]
-            == 0
-        ):
-            assert time.monotonic() < deadline, "orders never heard of the product"
-            time.sleep(0.1)
+    with psycopg.connect(shop.databases.url("orders"), autocommit=True) as conn:
+        wait_until_sync(
+            lambda: conn.execute(
+                "SELECT 1 FROM orders.product WHERE product_id = %s", [product_id]
+            ).fetchone(),
+            within=20,
+            failing=lambda: "orders never heard of the product",
+        )
 
 
 def wait_all_final(
@@ -276,22 +275,30 @@ def test_workers_killed_mid_saga_and_restarted_finish_every_saga(shop: RunningSh
 
 
 def wait_stock(shop: RunningShop, admin: str, product_id: str, expected: int) -> None:
-    deadline = time.monotonic() + 30
+    url = f"{shop.urls['products']}/products/{product_id}"
     with shop.client() as http:
-        while True:
-            url = f"{shop.urls['products']}/products/{product_id}"
-            stock = http.get(url, headers=auth(admin)).json()["stock"]
-            if stock == expected:
-                return
-            assert time.monotonic() < deadline, f"stock {stock}, expected {expected}"
-            time.sleep(0.2)
+
+        def stock() -> int:
+            return int(http.get(url, headers=auth(admin)).json()["stock"])
+
+        wait_until_sync(
+            lambda: stock() == expected,
+            within=30,
+            interval=0.2,
+            failing=lambda: f"stock {stock()}, expected {expected}",
+        )
 
 
 def wait_net_cents(shop: RunningShop, admin: str, expected: int) -> None:
-    deadline = time.monotonic() + 30
-    while (net := payments_summary(shop, admin)["net_cents"]) != expected:
-        assert time.monotonic() < deadline, f"net {net}, expected {expected}"
-        time.sleep(0.2)
+    def net() -> int:
+        return int(payments_summary(shop, admin)["net_cents"])
+
+    wait_until_sync(
+        lambda: net() == expected,
+        within=30,
+        interval=0.2,
+        failing=lambda: f"net {net()}, expected {expected}",
+    )
 
 
 def test_http_refuses_bad_input_and_other_customers_orders(shop: RunningShop) -> None:
