@@ -46,8 +46,10 @@ async def test_worker_killed_mid_handler_has_its_message_redelivered_and_applied
     worker = Worker(courier, poll_interval=0.2)
     worker.handle("jobs", record_effect, transactional=True)
     async with worker.running():
+        # Acknowledged in the handler's own transaction: once the message is gone
+        # and no handler holds it, no second application can come.
         await wait_until(lambda: queue_empty(courier, "jobs"))
-        await asyncio.sleep(0.3)  # time for any second application to show
+        await wait_until(lambda: not worker.consumers["jobs"].inflight)
     assert await scalar(courier, "SELECT count(*) FROM effects") == 1
     # A lease that ran out records no failure: the crash did not use up an attempt.
     assert await scalar(courier, "SELECT attempt FROM effects") == 1
@@ -92,6 +94,7 @@ async def test_failed_transactional_handler_leaves_no_effects_and_no_inbox_recor
     await courier.send("jobs", {})
     async with worker.running():
         await wait_until(lambda: attempts == [1, 2])
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: queue_empty(courier, "jobs"))
+        await wait_until(lambda: not worker.consumers["jobs"].inflight)
     assert await scalar(courier, "SELECT array_agg(attempt) FROM effects") == [2]
     assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 1

@@ -63,7 +63,12 @@ async def test_concurrent_consumers_handle_every_message_exactly_once(
             for start in range(0, total, 50):
                 await couriers[0].send_batch("jobs", list(range(start, start + 50)))
             await wait_until(lambda: sum(seen.values()) >= total, within=30)
-            await asyncio.sleep(0.3)  # would expose any double delivery
+            # Every message acknowledged (gone from the table, so none can come again)
+            # and no handler still running one: a second delivery would be in `seen`.
+            await wait_until(
+                lambda: _all_done(couriers[0], workers),
+                within=30,
+            )
         assert set(seen) == set(range(total))
         assert max(seen.values()) == 1
         assert await scalar(couriers[0], "SELECT count(*) FROM pgmq.q_jobs") == 0
@@ -130,7 +135,7 @@ async def test_failed_handler_is_retried_with_growing_backoff_then_dead_lettered
         await wait_until(
             lambda: len(attempts) == 4 and not worker.consumers["jobs"].inflight, within=15
         )
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: _dead_letters(courier, "jobs"), within=10)
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     # Equal jitter: the n-th retry waits between half and all of base * 2^(n-1).
     for n, gap in enumerate(gaps, start=1):
@@ -180,10 +185,7 @@ async def test_message_without_a_handler_for_its_type_is_dead_lettered(
     worker.handle("jobs", only_a, type="a")
     await courier.send("jobs", {}, type="b")
     async with worker.running():
-        await wait_until(
-            lambda: not worker.consumers["jobs"].inflight and worker.consumers["jobs"].wake
-        )
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: _dead_letters(courier, "jobs"), within=10)
     errors = await scalar(courier, "SELECT errors FROM pgcourier.dead_letter")
     assert "no handler for messages of type 'b'" in errors[0]["error"]
 
@@ -545,3 +547,16 @@ async def test_claim_finds_the_head_of_every_key_and_messages_whose_key_is_null(
     assert sorted(p["key"] for p in claimed if p["key"] is not None) == list(range(40))
     assert all(p.get("i", 0) == 0 for p in claimed)
     assert sum(p["key"] is None for p in claimed) == 2
+
+
+async def _all_done(courier: Courier, workers: list[Worker]) -> bool:
+    """The queue table empty and no worker holding a message."""
+    if any(c.inflight for w in workers for c in w.consumers.values()):
+        return False
+    return await scalar(courier, "SELECT count(*) FROM pgmq.q_jobs") == 0
+
+
+async def _dead_letters(courier: Courier, queue: str) -> int:
+    return await scalar(
+        courier, "SELECT count(*) FROM pgcourier.dead_letter WHERE queue_name = %s", [queue]
+    )
