@@ -13,19 +13,19 @@ from pgcourier import Courier
 
 async def wait_until(
     condition: Callable[[], Any], *, within: float = 10.0, interval: float = 0.01
-) -> float:
-    """Waits for condition() (or the awaitable it returns) to be truthy; returns the seconds."""
+) -> Any:
+    """Waits for condition() (or the awaitable it returns) to be truthy; returns that
+    value."""
     start = time.monotonic()
     while True:
         result = condition()
         if inspect.isawaitable(result):
             result = await result
         if result:
-            break
+            return result
         if time.monotonic() - start > within:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
-    return time.monotonic() - start
 
 
 def wait_until_sync(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,6 +25,7 @@ from services.shared.contracts import (
     STOCK_RESERVED,
 )
 from services.shared.settings import ServiceSettings
+from tests.helpers import wait_until
 from tests.shop.conftest import (
     acting,
     run_service_worker,
@@ -44,15 +44,8 @@ WIDGET = {"name": "Widget", "category": "tools", "price_cents": 1250, "stock": 7
 
 
 async def wait_for(condition: Callable[[], Any], *, within: float = 15.0) -> Any:
-    """Polls an async condition until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
+    """Polls an async condition until it returns something truthy; returns that."""
+    return await wait_until(condition, within=within, interval=0.05)
 
 
 async def fetch(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -171,13 +171,10 @@ async def test_a_backend_terminated_mid_transaction_is_503_and_creates_nothing(
 
 
 async def wait_until_value(probe: Callable[[], Any], within: float = 10) -> Any:
-    found: list[Any] = []
+    """The first value probe() gives that is not None."""
 
-    async def ready() -> bool:
+    async def found() -> tuple[Any] | None:
         value = await probe()
-        if value is not None:
-            found.append(value)
-        return value is not None
+        return None if value is None else (value,)
 
-    await wait_until(ready, within=within, interval=0.02)
-    return found[0]
+    return (await wait_until(found, within=within, interval=0.02))[0]
