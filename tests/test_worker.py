@@ -560,3 +560,73 @@ async def _dead_letters(courier: Courier, queue: str) -> int:
     return await scalar(
         courier, "SELECT count(*) FROM pgcourier.dead_letter WHERE queue_name = %s", [queue]
     )
+
+
+@pytest.mark.parametrize("when", ["queued behind it", "sent while it ran"])
+async def test_a_keys_next_message_is_claimed_as_soon_as_its_head_is_done(
+    courier: Courier, when: str
+) -> None:
+    """Without waiting for a poll (30 s here): whether the next message already waited
+    behind the head when it was claimed, or was sent while the head ran."""
+    await courier.queue_create("jobs")
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(message: Message, ctx: Context) -> None:
+        if message.payload == 1:
+            await release.wait()
+        handled.append(message.payload)
+
+    await courier.send("jobs", 1, ordering_key="k")
+    if when == "queued behind it":
+        await courier.send("jobs", 2, ordering_key="k")
+    worker = Worker(courier, poll_interval=30)
+    worker.handle("jobs", handle)
+    async with worker.running():
+        consumer = worker.consumers["jobs"]
+        await wait_until(lambda: len(consumer.inflight) == 1)
+        if when == "sent while it ran":
+            await courier.send("jobs", 2, ordering_key="k")
+            await wait_until(lambda: consumer.notifications >= 2)  # (LISTEN's first, this)
+        release.set()
+        await wait_until(lambda: handled == [1, 2], within=5)
+
+
+async def test_a_keyed_message_alone_costs_one_claim_not_two(courier: Courier) -> None:
+    await courier.queue_create("jobs")
+    handled: list[int] = []
+
+    async def handle(message: Message, ctx: Context) -> None:
+        handled.append(message.payload)
+
+    worker = Worker(courier, poll_interval=30)
+    worker.handle("jobs", handle)
+    async with worker.running():
+        consumer = worker.consumers["jobs"]
+        await wait_until(lambda: consumer.listening() and not consumer.wake.is_set())
+        before = consumer.claims
+        for n in range(20):
+            await courier.send("jobs", n, ordering_key=f"key-{n}")
+            await wait_until(lambda n=n: len(handled) == n + 1, within=5)
+            await wait_until(lambda: not consumer.inflight and not consumer.wake.is_set())
+        # Each its NOTIFY's claim and no second one after its acknowledgement (one
+        # more allowed: a start-up claim still under way when counting began).
+        assert consumer.claims - before <= 21, consumer.claims - before
+    assert handled == list(range(20))
+
+
+async def test_without_listen_a_keys_next_message_is_still_claimed_once_its_head_is_done(
+    courier: Courier,
+) -> None:
+    await courier.queue_create("jobs")
+    handled: list[int] = []
+
+    async def handle(message: Message, ctx: Context) -> None:
+        handled.append(message.payload)
+
+    for n in range(3):
+        await courier.send("jobs", n, ordering_key="k")
+    worker = Worker(courier, poll_interval=30, listen=False)
+    worker.handle("jobs", handle)
+    async with worker.running():
+        await wait_until(lambda: handled == [0, 1, 2], within=5)

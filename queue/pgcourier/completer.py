@@ -48,6 +48,9 @@ class Completer:
         self._retries: list[Failure] = []
         self._dead: list[Failure] = []
         self._rescheduled = False
+        # Keyed messages done since the last write: each says, once asked after the
+        # write, whether the claim loop should look again (QueueConsumer._key_may_wait).
+        self._released: list[Callable[[], bool]] = []
         self._needed = asyncio.Event()
         self._lock = asyncio.Lock()
         self.lost = 0  # outcomes not written because the lease had moved on
@@ -58,17 +61,20 @@ class Completer:
     # Each outcome forgets its message at once: it needs no more renewals, and the
     # renewer must not take an acknowledgement being written for a lost lease.
 
-    def done(self, lease: Lease, *, key_released: bool = False) -> None:
+    def done(self, lease: Lease, *, release: Callable[[], bool] | None = None) -> None:
+        """release: a keyed message's question, asked once its acknowledgement is
+        written: should the claim loop look again for the rest of its key?"""
         self.inflight.pop(lease.msg_id, None)
         self._done.append(lease)
-        self._rescheduled |= key_released
+        if release is not None:
+            self._released.append(release)
         self._needed.set()
 
-    def settled(self, lease: Lease, *, key_released: bool = False) -> None:
+    def settled(self, lease: Lease, *, release: Callable[[], bool] | None = None) -> None:
         """Acknowledged elsewhere (in a handler's transaction): only forget it."""
         self.inflight.pop(lease.msg_id, None)
-        if key_released:
-            self._rescheduled = True
+        if release is not None:
+            self._released.append(release)
             self._needed.set()
 
     def failed(self, message: Message, lease: Lease, exc: BaseException) -> int:
@@ -147,6 +153,7 @@ class Completer:
             retries, self._retries = self._retries, []
             dead, self._dead = self._dead, []
             rescheduled, self._rescheduled = self._rescheduled, False
+            released, self._released = self._released, []
             try:
                 if done or retries or dead:
                     await self._write(done, retries, dead)
@@ -154,7 +161,9 @@ class Completer:
                 # Not acknowledged: the leases run out and the messages come back.
                 log.warning("acknowledging on %s failed: %s", self.queue, exc)
             finally:
-                if rescheduled:
+                # Asked after the write: a key's next message sent later is claimed by
+                # the claim its own NOTIFY starts.
+                if rescheduled or any(ask() for ask in released):
                     self._on_flushed(True)
 
     async def _write(self, done: list[Lease], retries: list[Failure], dead: list[Failure]) -> None:

@@ -9,8 +9,10 @@ backoff; only the stop event ends it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -68,6 +70,10 @@ class QueueConsumer:
         self.last_claim_at: datetime | None = None
         self.claims = 0
         self._empty_claims = 0  # in a row, at most _MAX_EMPTY_CLAIM_DOUBLINGS
+        # NOTIFYs for this queue so far (and LISTEN (re)connections), and whether the
+        # worker's LISTEN connection is up: set by the worker.
+        self.notifications = 0
+        self.listening: Callable[[], bool] = lambda: False
         self.metrics = completer.metrics
         self._measure = metrics.enabled()
 
@@ -91,6 +97,8 @@ class QueueConsumer:
             await self.slots.wait()
             return
         self.wake.clear()
+        # Before the claim runs: a send that comes in while it runs counts as after it.
+        notified = self.notifications
         started = time.perf_counter()
         try:
             async with self.courier.statement_connection() as conn:
@@ -109,7 +117,7 @@ class QueueConsumer:
         self.last_claim_at = datetime.now(UTC)
         self.slots.release(wanted - len(claim.rows))
         for row in claim.rows:
-            self._dispatch(row)
+            self._dispatch(row, notified)
         if len(claim.rows) == wanted:
             return
         # Nothing more is ready: sleep until woken (NOTIFY, a freed key, a retry), the
@@ -141,8 +149,9 @@ class QueueConsumer:
 
     # -- dispatching -----------------------------------------------------------
 
-    def _dispatch(self, row: store.ClaimedRow) -> None:
-        """Starts the row's handler; whatever goes wrong stays with this one message."""
+    def _dispatch(self, row: store.ClaimedRow, notified: int) -> None:
+        """Starts the row's handler; whatever goes wrong stays with this one message.
+        notified: the queue's notification count when the claim began."""
         lease = Lease(row.msg_id, row.read_ct)
         self.inflight[row.msg_id] = lease
         try:
@@ -159,13 +168,26 @@ class QueueConsumer:
             self.slots.release(1)
             self.completer.unreadable(lease, exc)
             return
-        started = start_eagerly(self._handle(message, lease))
+        release = None
+        if message.ordering_key is not None:
+            release = functools.partial(self._key_may_wait, row.more_of_key, notified)
+        started = start_eagerly(self._handle(message, lease, release))
         if started is not None and not started.done():
             self.handler_tasks.add(started)
             started.add_done_callback(self.handler_tasks.discard)
 
-    async def _handle(self, message: Message, lease: Lease) -> None:
-        key_released = message.ordering_key is not None
+    def _key_may_wait(self, more_of_key: bool | None, notified: int) -> bool:
+        """Whether, its head done, a message of the key may wait to be claimed: one
+        waited behind it at the claim, or a send came in since (its claim found the key
+        held), or without LISTEN no NOTIFY would say so. Asked once the acknowledgement
+        is written, so a send after that is claimed by its own NOTIFY."""
+        return more_of_key is not False or self.notifications != notified or not self.listening()
+
+    async def _handle(
+        self, message: Message, lease: Lease, release: Callable[[], bool] | None = None
+    ) -> None:
+        """release: for a keyed message, whether the claim loop should look again once
+        it is acknowledged (_key_may_wait); None for one without a key."""
         started = time.perf_counter()
         outcome = -1  # none yet: a cancelled handler (shutdown) has no outcome to count
         try:
@@ -182,10 +204,10 @@ class QueueConsumer:
                     )
                 if route.transactional:
                     await self._handle_in_transaction(route, message, lease)
-                    self.completer.settled(lease, key_released=key_released)
+                    self.completer.settled(lease, release=release)
                 else:
                     await route.handler(message, Context(self.courier, message))
-                    self.completer.done(lease, key_released=key_released)
+                    self.completer.done(lease, release=release)
                 outcome = metrics.OK
         except Exception as exc:
             # Logged there, at WARNING for a retry and ERROR for a dead letter.

@@ -36,6 +36,9 @@ class ClaimedRow(NamedTuple):
     message: str | None  # JSON text, decoded by the worker one message at a time
     headers: str | None
     sender: str | None  # the database role that inserted it, stamped by Postgres
+    # A keyed message's: whether another of its key waited behind it when claimed;
+    # None for one without a key.
+    more_of_key: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,11 @@ async def claim(
     rows = await cur.fetchall()
     next_due_s: float | None = None
     claimed = []
-    for msg_id, read_ct, enqueued_at, message, headers, sender, due in rows:
+    for msg_id, read_ct, enqueued_at, message, headers, sender, more, due in rows:
         if msg_id is None:
             next_due_s = due
         else:
-            claimed.append(ClaimedRow(msg_id, read_ct, enqueued_at, message, headers, sender))
+            claimed.append(ClaimedRow(msg_id, read_ct, enqueued_at, message, headers, sender, more))
     claimed.sort(key=lambda row: row.msg_id)  # UPDATE ... RETURNING keeps no order
     return Claim(claimed, next_due_s)
 

@@ -158,6 +158,13 @@ class Worker:
     def _flushed(self, queue: str, _rescheduled: bool) -> None:
         self._wake(queue)
 
+    def _notified(self, queue: str) -> None:
+        """A NOTIFY for the queue (or LISTEN (re)connected): counted, then a wake-up."""
+        consumer = self.consumers.get(queue)
+        if consumer is not None:
+            consumer.notifications += 1
+            consumer.wake.set()
+
     def _wake(self, queue: str) -> None:
         consumer = self.consumers.get(queue)
         if consumer is not None:
@@ -238,7 +245,10 @@ class Worker:
             )
         queues = list(self.consumers)
         if self.listen:
-            self.listener = Listener(self.listen_conninfo, queues, self._wake)
+            self.listener = Listener(self.listen_conninfo, queues, self._notified)
+            listener = self.listener
+            for consumer in self.consumers.values():
+                consumer.listening = listener.connected.is_set
         self._vacuum = Vacuum(self.courier, queues, dead_rows=self.vacuum_dead_rows)
         self._prune = Prune(self.courier, all_settings, inbox_retention_s=self.inbox_retention)
         self._last_prune = 0.0

@@ -97,9 +97,21 @@ updated AS (
     -- As text: the worker decodes each message on its own, so one that its JSON
     -- decoder refuses (a number out of range, say) is dead-lettered alone instead of
     -- failing the whole batch.
-    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text, m.headers::text, m.sender
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text, m.headers::text, m.sender,
+        -- A keyed message: whether another of its key waits behind it (a JSON null key,
+        -- which the index cannot look up, says yes). When it is done the worker claims
+        -- again at once only then, or when a send came in meanwhile: not after every
+        -- keyed message, which made every other claim an empty one.
+        CASE WHEN m.headers ? 'x-pgmq-group' THEN
+            m.headers ->> 'x-pgmq-group' IS NULL OR EXISTS (
+                SELECT 1 FROM {queue} n
+                WHERE n.headers ? 'x-pgmq-group'
+                  AND n.headers ->> 'x-pgmq-group' = m.headers ->> 'x-pgmq-group'
+                  AND n.msg_id > m.msg_id)
+        END AS more_of_key
 )
-SELECT msg_id, read_ct, enqueued_at, message, headers, sender, NULL::float8 AS next_due_s
+SELECT msg_id, read_ct, enqueued_at, message, headers, sender, more_of_key,
+       NULL::float8 AS next_due_s
 FROM updated
 UNION ALL
 -- When the claim is not full, one more row, saying in how many seconds the next
@@ -112,7 +124,7 @@ UNION ALL
 -- is not due before the head is, and counting it made the loop spin.
 -- The horizon bounds the probe of the vt index: acknowledged messages leave dead
 -- index entries at their lease's end, and an unbounded probe walked all 30 s of them.
-SELECT NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT extract(epoch FROM q.vt - claim_at.at)::float8
         FROM {queue} q
         WHERE q.vt > claim_at.at
