@@ -84,14 +84,15 @@ async def consume(url: str, total: int, go: Any) -> dict[str, list[float]]:
                 handled.set()
 
         worker.handle(QUEUE, handle)
-        wake = worker._wake
+        notified = worker._notified
 
-        def timed_wake(queue: str) -> None:
+        def timed_notified(queue: str) -> None:
             marks["notify"] = time.monotonic()
-            wake(queue)
+            notified(queue)
 
-        # Timing the wake-up from outside: the worker's own method, wrapped.
-        worker._wake = timed_wake  # type: ignore[method-assign]
+        # Timing the NOTIFY's arrival from outside: the method the worker's listener
+        # calls (taken when the worker builds its listener, in run()), wrapped.
+        worker._notified = timed_notified  # type: ignore[method-assign]
         task = asyncio.create_task(worker.run())
         await worker.started.wait()
         go.set()

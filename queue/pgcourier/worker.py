@@ -163,7 +163,7 @@ class Worker:
         consumer = self.consumers.get(queue)
         if consumer is not None:
             consumer.notifications += 1
-            consumer.wake.set()
+        self._wake(queue)
 
     def _wake(self, queue: str) -> None:
         consumer = self.consumers.get(queue)
