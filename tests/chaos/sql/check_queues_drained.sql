@@ -1,6 +1,6 @@
 -- Nothing left on any queue: not ready, not in flight, not delayed. The drain waits for
--- the saga timeouts still delayed to come due and be handled, so a timeout that came due
--- while the checks ran is not mistaken for a stuck message.
+-- delayed messages to come due and be handled, so one that came due while the checks
+-- ran is not mistaken for a stuck message.
 SELECT coalesce(sum(ready + in_flight + delayed), 0),
        string_agg(format('%s: %s ready, %s in flight, %s delayed',
                          queue, ready, in_flight, delayed), '; ')
