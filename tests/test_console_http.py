@@ -160,7 +160,9 @@ async def test_a_retry_needs_the_sessions_csrf_token_and_the_consoles_origin(
     async with console_client(database_url) as (_, client):
         csrf = await log_in(client)
         assert (await client.post(url, data={"scope": "all"})).status_code == 403
-        wrong = await client.post(url, data={"scope": "all", "csrf": csrf[:-1] + "A"})
+        # Change the last character to one it is not, so the token is always wrong.
+        altered = csrf[:-1] + ("B" if csrf.endswith("A") else "A")
+        wrong = await client.post(url, data={"scope": "all", "csrf": altered})
         assert wrong.status_code == 403
         elsewhere = await client.post(
             url, data={"scope": "all", "csrf": csrf}, headers={"origin": "http://evil.test"}
