@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml requirements.lock
 up: $(STAMP)
 	$(PY) runner.py
 
+# Tests in parallel processes (pytest-xdist): most of a test's time is spent waiting
+# on Postgres or on a subprocess. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 4
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # ruff, then mypy: --strict for the library, its defaults for the rest.
 lint: $(STAMP)

@@ -120,3 +120,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
             "!!!     apt-get install -y chromium chromium-driver", red=True, bold=True
         )
         terminalreporter.write_line("!" * 78, red=True, bold=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`), the tests that share the second
+    server run in one worker: some of them stop and restart it."""
+    for item in items:
+        if "second_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("second_server"))

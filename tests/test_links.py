@@ -66,6 +66,11 @@ APPLY_WORKER = (
 )
 
 
+# pg_subscription is the cluster's: other tests' subscriptions are in it too.
+SUBSCRIPTIONS_HERE = (
+    "SELECT count(*) FROM pg_subscription"
+    " WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 LISTENING = (
     "SELECT count(*) > 0 FROM pg_stat_activity"
     " WHERE datname = %s AND query = 'LISTEN pgcourier_outbox'"
@@ -513,7 +518,7 @@ async def test_link_refuses_two_nodes_of_one_name_and_a_queue_the_receiver_lacks
     assert await scalar_at(sender.url, "SELECT count(*) FROM pgcourier.remote_queue") == 0
     assert await scalar_at(sender.url, "SELECT count(*) FROM pgcourier.link") == 0
     assert await scalar_at(sender.url, "SELECT count(*) FROM pg_publication") == 0
-    assert await scalar_at(receiver.url, "SELECT count(*) FROM pg_subscription") == 0
+    assert await scalar_at(receiver.url, SUBSCRIPTIONS_HERE) == 0
 
 
 async def test_a_link_keeper_prunes_the_sender_and_lets_the_receiver_forget(

@@ -6,6 +6,7 @@ themselves connect as their own roles (`role_url`).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping
 
@@ -46,7 +47,32 @@ def new_role_passwords() -> dict[str, str]:
 async def _set_role_passwords(
     conn: psycopg.AsyncConnection, role_passwords: Mapping[str, str | None] | None
 ) -> None:
-    """Creates the roles (once per server) and sets the passwords given."""
+    """Creates the roles (once per server) and sets the passwords given.
+
+    Roles are the cluster's, and an advisory lock only the database's: two shops (or
+    two services' databases) migrated at once on one server may alter one role at the
+    same moment, which Postgres refuses ("tuple concurrently updated", or a unique
+    violation when both create it). The loser tries again, its transaction rolled
+    back whole."""
+    for attempt in range(1, _ROLE_ATTEMPTS + 1):
+        try:
+            await _set_role_passwords_once(conn, role_passwords)
+            return
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+            if attempt == _ROLE_ATTEMPTS:
+                raise
+        except psycopg.errors.InternalError_ as exc:
+            if "concurrently" not in str(exc) or attempt == _ROLE_ATTEMPTS:
+                raise
+        await asyncio.sleep(0.05 * attempt)
+
+
+_ROLE_ATTEMPTS = 5
+
+
+async def _set_role_passwords_once(
+    conn: psycopg.AsyncConnection, role_passwords: Mapping[str, str | None] | None
+) -> None:
     async with conn.transaction():
         for service in SERVICES:
             password = (role_passwords or {}).get(service)

@@ -23,8 +23,8 @@ BEGIN
         END IF;
         EXECUTE format('GRANT shop_bus TO %I', role);
     END LOOP;
-EXCEPTION WHEN unique_violation OR duplicate_object THEN
-    -- Another process created the same roles at the same moment: theirs will do.
-    NULL;
+-- Another process creating or altering the same roles at the same moment makes this
+-- fail whole (a unique violation, or "tuple concurrently updated"): shop_migrate runs
+-- it again, when the roles exist, so that the passwords given are still set.
 END
 $$;

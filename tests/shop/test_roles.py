@@ -1,7 +1,12 @@
+import asyncio
+import uuid
+
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from services.shared.database import role_url
+from services.shared.database import role_url, shop_migrate
 from tests.shop.conftest import ROLE_PASSWORDS
 
 
@@ -40,3 +45,29 @@ def test_no_service_role_can_read_another_services_schema(shop_url: str) -> None
                 assert tables, f"schema {other} has no tables"
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(f'SELECT 1 FROM "{other}"."{tables[0][0]}" LIMIT 1')
+
+
+async def test_two_shops_migrated_at_once_on_one_server_both_keep_the_passwords_given(
+    server_url: str,
+) -> None:
+    # Roles are the cluster's: both migrations create or alter the same four at once.
+    names = [f"pgcourier_shop_twin_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    urls = [make_conninfo(server_url, dbname=name) for name in names]
+    try:
+        for _ in range(3):
+            await asyncio.gather(
+                *(shop_migrate(url, role_passwords=ROLE_PASSWORDS) for url in urls)
+            )
+        for url in urls:
+            for service, password in ROLE_PASSWORDS.items():
+                with psycopg.connect(role_url(url, service, password)) as conn:
+                    assert conn.execute("SELECT current_user").fetchone() == (f"{service}_svc",)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            for name in names:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )

@@ -116,7 +116,8 @@ async def test_requests_while_the_database_is_down_get_503_with_retry_after_then
 
 async def _backend_waiting_on_a_lock(admin: psycopg.AsyncConnection, role: str) -> int | None:
     cur = await admin.execute(
-        "SELECT pid FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'",
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND usename = %s AND wait_event_type = 'Lock'",
         [role],
     )
     row = await cur.fetchone()

@@ -236,8 +236,8 @@ async def test_a_user_id_that_is_not_a_uuid_is_404_not_500(client: httpx.AsyncCl
     [
         ("GET", "/users/me"),
         ("GET", "/users"),
-        ("GET", f"/users/{uuid.uuid4()}"),
-        ("PUT", f"/users/{uuid.uuid4()}/role"),
+        ("GET", "/users/1f6b3c2e-9a4d-4e7f-b8c1-0d2e5a7f9b31"),
+        ("PUT", "/users/7c9e2d4a-3b1f-4a68-9e05-6f8d1b2c3a47/role"),
     ],
 )
 async def test_requests_without_a_token_get_401(
