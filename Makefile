@@ -18,7 +18,7 @@ up: $(STAMP)
 
 # Tests in parallel processes (pytest-xdist): most of a test's time is spent waiting
 # on Postgres or on a subprocess. TEST_WORKERS=0 runs them in this one process.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 

@@ -22,18 +22,18 @@ async def _handled_into(seen: list) -> object:
 
 
 @pytest.mark.timeout(300)  # ~5 s on a quiet machine; minutes on a loaded one
-async def test_idle_worker_survives_ten_thousand_empty_claims_then_handles_a_message(
+async def test_idle_worker_survives_thousands_of_empty_claims_then_handles_a_message(
     courier: Courier,
 ) -> None:
     await courier.queue_create("jobs")
     seen: list = []
     # ~17 idle minutes at the default poll interval once killed the loop (an unbounded
-    # backoff exponent overflowed after 1,024 empty claims).
+    # backoff exponent overflowed after 1,024 empty claims): twice that many here.
     worker = Worker(courier, poll_interval=0.0001, empty_claim_backoff=1e-6, listen=False)
     worker.handle("jobs", await _handled_into(seen))
     async with worker.running():
         consumer = worker.consumers["jobs"]
-        await wait_until(lambda: consumer.claims >= 10_000, within=280, interval=0.2)
+        await wait_until(lambda: consumer.claims >= 2_048, within=120, interval=0.05)
         assert consumer._empty_claims <= 4  # the backoff's exponent stays bounded
         await courier.send("jobs", {"n": 1})
         await wait_until(lambda: seen, within=5)

@@ -1,6 +1,6 @@
 """A randomised run: other pgmq clients and two pgcourier workers share one queue.
 
-For RUN_SECONDS (PGCOURIER_INTEROP_SECONDS, 20 by default; a minute or more for a
+For RUN_SECONDS (PGCOURIER_INTEROP_SECONDS, 8 by default; a minute or more for a
 thorough run) two other clients send (with ordinary, odd and malformed headers), read,
 set_vt, archive and delete at random, while two pgcourier workers (tiny poll interval,
 1 s leases) consume the queue with a transactional handler that sometimes fails and
@@ -27,7 +27,7 @@ from pgcourier import Context, Courier, Message, Worker
 from tests.helpers import queue_empty, wait_until
 from tests.interop.foreign import NO_HEADERS, ForeignClient, RawJson
 
-RUN_SECONDS = float(os.environ.get("PGCOURIER_INTEROP_SECONDS", "20"))
+RUN_SECONDS = float(os.environ.get("PGCOURIER_INTEROP_SECONDS", "8"))
 DRAIN_SECONDS = 60.0
 SEED = int(os.environ.get("PGCOURIER_INTEROP_SEED", str(random.randrange(1 << 30))))
 QUEUE = "shared"

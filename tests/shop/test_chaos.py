@@ -384,7 +384,7 @@ def test_short_run_under_faults_keeps_every_invariant(tmp_path: Path) -> None:
         result = run(
             pg,
             Options(
-                seconds=40,
+                seconds=24,
                 clients=6,
                 drain_s=60,
                 log_dir=tmp_path / "logs",

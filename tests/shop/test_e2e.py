@@ -49,13 +49,14 @@ class RunningShop:
     supervisor: Supervisor
     ports: dict[str, int]
     keys: ShopKeys
+    step_timeout_s: float = SAGA_STEP_TIMEOUT
 
     def env(self, process: ServiceProcess) -> dict[str, str]:
         return process_env(
             process,
             self.databases,
             **self.keys.settings(),
-            saga_step_timeout_s=SAGA_STEP_TIMEOUT,
+            saga_step_timeout_s=self.step_timeout_s,
             admin_email=ADMIN_EMAIL,
             admin_password=ADMIN_PASSWORD,
             role_passwords=ROLE_PASSWORDS,
@@ -85,7 +86,9 @@ class RunningShop:
 
 
 @contextlib.contextmanager
-def started_shop(databases: ShopDatabases, log_dir: Path) -> Iterator[RunningShop]:
+def started_shop(
+    databases: ShopDatabases, log_dir: Path, *, step_timeout_s: float = SAGA_STEP_TIMEOUT
+) -> Iterator[RunningShop]:
     """Every process runner.py starts for these databases, on free ports."""
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
     running = RunningShop(
@@ -94,6 +97,7 @@ def started_shop(databases: ShopDatabases, log_dir: Path) -> Iterator[RunningSho
         Supervisor(log_dir=log_dir / "logs"),
         ports,
         kept_keys(log_dir / "keys"),
+        step_timeout_s,
     )
     try:
         for process in processes(replicas=1, topology=databases.topology):
@@ -108,6 +112,14 @@ def started_shop(databases: ShopDatabases, log_dir: Path) -> Iterator[RunningSho
 def shop(shop_databases: ShopDatabases, tmp_path: Path) -> Iterator[RunningShop]:
     """In each topology (see shop_databases)."""
     with started_shop(shop_databases, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def patient_shop(shop_databases: ShopDatabases, tmp_path: Path) -> Iterator[RunningShop]:
+    """As `shop`, with saga steps that wait 20 s: long enough for workers killed and
+    started again on a loaded machine to carry the sagas on rather than time them out."""
+    with started_shop(shop_databases, tmp_path, step_timeout_s=20.0) as running:
         yield running
 
 
@@ -248,7 +260,10 @@ def test_two_hundred_concurrent_orders_for_ten_units_never_oversell(shop: Runnin
     assert summary["net_cents"] == sum(o["total_cents"] for o in confirmed)
 
 
-def test_workers_killed_mid_saga_and_restarted_finish_every_saga(shop: RunningShop) -> None:
+def test_workers_killed_mid_saga_and_restarted_finish_every_saga(
+    patient_shop: RunningShop,
+) -> None:
+    shop = patient_shop
     admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
     product_id = create_product(shop, admin, stock=1000, price_cents=700)
     wait_known_to_orders(shop, product_id)
