@@ -7,13 +7,14 @@ payment never answers and times out) and checks that each ends as expected.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from .shared.polling import poll
 
 
 @dataclass(frozen=True)
@@ -65,23 +66,33 @@ class Shop:
 
 def place_when_known(shop: Shop, token: str, body: dict[str, Any], within_s: float = 20) -> str:
     """Places an order, retrying while the orders service has not yet heard of the product."""
-    deadline = time.monotonic() + within_s
-    while True:
+    last: list[httpx.Response] = []
+
+    def place() -> str | None:
         response = shop.call("orders", "POST", "/orders", token, json=body)
+        last[:] = [response]
         if response.status_code == 202:
-            return response.json()["order_id"]
-        if response.status_code != 422 or time.monotonic() > deadline:
-            shop.expect(response, 202)
-        time.sleep(0.2)
+            return str(response.json()["order_id"])
+        if response.status_code != 422:
+            shop.expect(response, 202)  # raises: not a product still on its way
+        return None
+
+    order_id = poll(place, within_s=within_s)
+    if order_id is None:
+        shop.expect(last[0], 202)  # raises, with what the service said
+    return str(order_id)
 
 
 def wait_final(shop: Shop, token: str, order_id: str, within_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
+    """The order once final, or as it stands after within_s."""
+    seen: list[dict[str, Any]] = []
+
+    def final() -> dict[str, Any] | None:
         order = shop.expect(shop.call("orders", "GET", f"/orders/{order_id}", token), 200)
-        if order["status"] in FINAL or time.monotonic() > deadline:
-            return order
-        time.sleep(0.2)
+        seen[:] = [order]
+        return order if order["status"] in FINAL else None
+
+    return poll(final, within_s=within_s) or seen[0]
 
 
 def run_demo(
@@ -132,14 +143,15 @@ def run_demo(
 
     # 50 - 2 confirmed; the declined and timed-out reservations are released by
     # compensating messages that may still be on their way.
-    deadline = time.monotonic() + 15
-    while True:
-        path = f"/products/{products['widget']}"
-        widget = shop.expect(shop.call("products", "GET", path, admin), 200)
-        stock_ok = widget["stock"] == 48
-        if stock_ok or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    path = f"/products/{products['widget']}"
+    widgets: list[dict[str, Any]] = []
+
+    def compensated() -> bool | None:
+        widgets[:] = [shop.expect(shop.call("products", "GET", path, admin), 200)]
+        return True if widgets[0]["stock"] == 48 else None
+
+    stock_ok = poll(compensated, within_s=15) is not None
+    widget = widgets[0]
     ok &= stock_ok
     print(f"  {'ok  ' if stock_ok else 'FAIL'} widget stock after compensation: {widget['stock']}")
     return ok

@@ -23,6 +23,8 @@ from typing import Literal, Protocol
 
 import httpx
 
+from .shared.polling import poll
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -219,9 +221,9 @@ class Supervisor:
 
     def wait_healthy(self, urls: Mapping[str, str], *, within_s: float = 60) -> None:
         """Waits for every URL's /health; children crashing meanwhile are restarted."""
-        deadline = time.monotonic() + within_s
         pending = dict(urls)
-        while pending:
+
+        def all_healthy() -> bool | None:
             self.check()
             for name, url in list(pending.items()):
                 try:
@@ -229,10 +231,10 @@ class Supervisor:
                         del pending[name]
                 except httpx.HTTPError:
                     pass
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"not healthy after {within_s}s: {', '.join(pending)}")
-            if pending:
-                time.sleep(0.1)
+            return True if not pending else None
+
+        if poll(all_healthy, within_s=within_s, interval_s=0.1) is None:
+            raise TimeoutError(f"not healthy after {within_s}s: {', '.join(pending)}")
 
     def stop_all(self, *, grace_s: float = 15) -> None:
         """SIGTERM everyone (workers finish in-flight messages), then SIGKILL stragglers."""

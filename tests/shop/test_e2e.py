@@ -159,9 +159,9 @@ def wait_all_final(
     shop: RunningShop, token: str, order_ids: list[str], within_s: float = 90
 ) -> dict[str, dict[str, Any]]:
     final: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + within_s
     with shop.client() as http:
-        while len(final) < len(order_ids):
+
+        def all_final() -> bool:
             for order_id in order_ids:
                 if order_id in final:
                     continue
@@ -169,9 +169,14 @@ def wait_all_final(
                 assert r.status_code == 200, r.text
                 if r.json()["status"] in ("confirmed", "cancelled"):
                     final[order_id] = r.json()
-            if len(final) < len(order_ids):
-                assert time.monotonic() < deadline, f"{len(order_ids) - len(final)} unfinished"
-                time.sleep(0.2)
+            return len(final) == len(order_ids)
+
+        wait_until_sync(
+            all_final,
+            within=within_s,
+            interval=0.2,
+            failing=lambda: f"{len(order_ids) - len(final)} unfinished",
+        )
     return final
 
 

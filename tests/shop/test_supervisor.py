@@ -19,6 +19,7 @@ from runner import kept_keys
 from services.shared.topology_db import ShopDatabases
 from services.supervisor import ChildEvent, CrashLoopError, Supervisor
 from services.topology import ServiceProcess, processes
+from tests.helpers import wait_until_sync
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.shop.test_e2e import (
     RunningShop,
@@ -49,11 +50,14 @@ def check_until(
 ) -> list[ChildEvent]:
     """Calls check() as a supervising loop would, collecting its events until done(events)."""
     events: list[ChildEvent] = []
-    deadline = time.monotonic() + within_s
-    while not done(events):
-        assert time.monotonic() < deadline, f"not done after {within_s} s: {events}"
-        events += supervisor.check()
-        time.sleep(0.005)
+
+    def checked() -> bool:
+        if done(events):
+            return True
+        events.extend(supervisor.check())
+        return False
+
+    wait_until_sync(checked, within=within_s, interval=0.005, failing=lambda: f"{events}")
     return events
 
 
@@ -77,12 +81,10 @@ def test_a_child_that_keeps_exiting_is_given_up_with_its_name_and_exit(
     supervisor.start(FakeChild("crasher", EXITS_AT_ONCE), {})
     supervisor.start(FakeChild("steady", STAYS_UP), {})
     events: list[ChildEvent] = []
-    deadline = time.monotonic() + 10
     try:
         with pytest.raises(CrashLoopError) as raised:
-            while time.monotonic() < deadline:
-                events += supervisor.check()
-                time.sleep(0.005)
+            # Checks until check() raises; running out of time fails the test.
+            wait_until_sync(lambda: events.extend(supervisor.check()), within=10, interval=0.005)
         steady_pid = supervisor.pid("steady")
         assert steady_pid is not None and supervisor.running["steady"][1].poll() is None
     finally:
@@ -174,10 +176,9 @@ class PatientShop(RunningShop):
 
 
 def wait_logged(path: Path, line: str, times: int, *, within_s: float = 30) -> None:
-    deadline = time.monotonic() + within_s
-    while path.read_text().count(line) < times:
-        assert time.monotonic() < deadline, path.read_text()
-        time.sleep(0.05)
+    wait_until_sync(
+        lambda: path.read_text().count(line) >= times, within=within_s, failing=path.read_text
+    )
 
 
 def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(

@@ -15,6 +15,7 @@ from pgcourier import Courier
 from services.shared.auth import Principal, SigningKey, token_issue
 from services.shared.settings import ServiceSettings
 from services.users.app import admin_ensure, create_app
+from tests.helpers import wait_until
 from tests.shop.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -348,19 +349,18 @@ async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
 
 async def until_blocked(shop_url: str, sessions: int, timeout: float = 10) -> None:
     """Waits until that many users_svc sessions wait for a lock."""
-    deadline = asyncio.get_running_loop().time() + timeout
     async with await psycopg.AsyncConnection.connect(shop_url, autocommit=True) as conn:
-        while True:
+
+        async def blocked() -> bool:
             cur = await conn.execute(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND usename = 'users_svc'"
                 " AND wait_event_type = 'Lock'"
             )
             row = await cur.fetchone()
-            if row is not None and row[0] >= sessions:
-                return
-            assert asyncio.get_running_loop().time() < deadline, "no session got blocked"
-            await asyncio.sleep(0.02)
+            return row is not None and row[0] >= sessions
+
+        await wait_until(blocked, within=timeout, interval=0.02)
 
 
 async def test_the_configured_admin_is_created_once_and_kept_across_restarts(
