@@ -196,8 +196,10 @@ def _pgmq_process(bouncer: str, workers: int, shared: Shared) -> None:
             while not shared.stop.is_set():
                 if shared.idle.is_set() and not marked:
                     counts[i][1], marked = counts[i][0], True
+                # The whole message, decoded, as a consumer would have it.
                 rows = conn.execute(
-                    "SELECT msg_id FROM pgmq.read(%s, %s, %s)", [QUEUE, VT_S, BATCH]
+                    "SELECT msg_id, message, headers FROM pgmq.read(%s, %s, %s)",
+                    [QUEUE, VT_S, BATCH],
                 ).fetchall()
                 counts[i][0] += 1
                 if not rows:
