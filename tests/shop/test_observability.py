@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from services.payments.app import create_app
 from services.shared.settings import ServiceSettings
 from services.supervisor import Supervisor
 from services.topology import processes
+from tests.helpers import wait_until_sync
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, made_shop_databases, serve_app
 from tests.shop.test_e2e import (
     RunningShop,
@@ -101,10 +101,12 @@ def test_one_order_is_one_trace_across_the_processes_and_every_process_serves_me
             )
             assert placed.status_code == 202, placed.text
             order_url = f"{shop.urls['orders']}/orders/{placed.json()['order_id']}"
-            deadline = time.monotonic() + 60
-            while http.get(order_url, headers=auth(customer)).json()["status"] != "confirmed":
-                assert time.monotonic() < deadline, "the order was never confirmed"
-                time.sleep(0.1)
+            wait_until_sync(
+                lambda: http.get(order_url, headers=auth(customer)).json()["status"] == "confirmed",
+                within=60,
+                interval=0.1,
+                failing=lambda: "the order was never confirmed",
+            )
 
             # Every process serves its own series; the workers on ports of their own.
             for service, url in shop.urls.items():
@@ -121,14 +123,22 @@ def test_one_order_is_one_trace_across_the_processes_and_every_process_serves_me
 
         # The spans of the order's trace, once each process has written them.
         expected = {"orders-http", "products-worker-1", "payments-worker-1", "orders-worker-1"}
-        deadline = time.monotonic() + 20
-        while True:
-            root, spans = order_trace(read_spans(tmp_path))
+        seen: list[Any] = []
+
+        def all_written() -> bool:
+            seen[:] = order_trace(read_spans(tmp_path))
+            root, spans = seen
             consumers = [s for s in spans if s["kind"] == "CONSUMER"]
-            if {s["instance"] for s in consumers} | {root["instance"]} >= expected:
-                break
-            assert time.monotonic() < deadline, sorted({s["instance"] for s in spans})
-            time.sleep(0.2)
+            return {s["instance"] for s in consumers} | {root["instance"]} >= expected
+
+        wait_until_sync(
+            all_written,
+            within=20,
+            interval=0.2,
+            failing=lambda: str(sorted({s["instance"] for s in seen[1]})),
+        )
+        root, spans = seen
+        consumers = [s for s in spans if s["kind"] == "CONSUMER"]
 
     assert root["kind"] == "SERVER" and root["parent_id"] is None
     assert root["instance"] == "orders-http"
