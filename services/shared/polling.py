@@ -11,14 +11,11 @@ T = TypeVar("T")
 
 
 def poll(attempt: Callable[[], T | None], *, within_s: float, interval_s: float = 0.2) -> T | None:
-    """Calls attempt() until it returns something other than None, and returns that;
-    None once within_s has passed (attempt() is called at least once, and once more
-    at the end, so that a slow last interval is not a false timeout)."""
+    """Calls attempt() every interval_s until it returns something other than None,
+    and returns that; None if it still had not once within_s had passed."""
     deadline = time.monotonic() + within_s
     while True:
         result = attempt()
-        if result is not None:
+        if result is not None or time.monotonic() >= deadline:
             return result
-        if time.monotonic() >= deadline:
-            return attempt()
         time.sleep(interval_s)
