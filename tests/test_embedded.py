@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -91,3 +93,32 @@ def test_a_data_folder_created_with_trust_is_converted_on_start(tmp_path: Path) 
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         again.stop()
+
+
+STARTS_AND_CONNECTS = """
+import sys, psycopg
+from pathlib import Path
+from pgcourier.embedded import EmbeddedPostgres
+server = EmbeddedPostgres(Path(sys.argv[1]))
+with psycopg.connect(server.url) as conn:
+    print(conn.execute("SELECT current_user").fetchone()[0])
+"""
+
+
+def test_processes_starting_on_one_new_data_folder_at_once_all_get_in(tmp_path: Path) -> None:
+    # As test processes do on a fresh clone: the first converts the folder and restarts
+    # the server while the others wait (once, one failed to create the folder; once,
+    # one started the server in the restart's gap and the restart hung).
+    folder = tmp_path / "pgdata"
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTS_AND_CONNECTS, str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=90) for p in starts]
+    assert [p.returncode for p in starts] == [0, 0, 0], [err[-800:] for _, err in results]
+    assert [out.strip() for out, _ in results] == ["postgres"] * 3

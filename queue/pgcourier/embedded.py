@@ -66,12 +66,18 @@ class EmbeddedPostgres:
                 "(pip install 'pgcourier[embedded]')"
             ) from exc
         data_dir = data_dir.resolve()
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Made here, not by pgserver: it checks, then creates, and of two processes
+        # starting on a new folder at once (test processes, say) the second fails.
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        # One process at a time from here: the first to start on a new folder converts
+        # it and restarts the server, and another starting meanwhile would start the
+        # server itself in the gap (leaving the restart waiting for a postmaster that
+        # could not start beside it).
         with _folder_locked(data_dir):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
             self._require_passwords(reload_timeout_s=reload_timeout_s)
             self._require_logical_replication()
 
