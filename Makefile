@@ -20,7 +20,7 @@ up: $(STAMP)
 # on Postgres or on a subprocess. TEST_WORKERS=0 runs them in this one process.
 TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # ruff, then mypy: --strict for the library, its defaults for the rest.
 lint: $(STAMP)

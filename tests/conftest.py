@@ -99,7 +99,9 @@ def second_server() -> Iterator[Any]:
         pytest.skip("needs the embedded server (a second one is started beside it)")
     from tests.chaos.postgres import embedded
 
-    server = embedded(ROOT / ".pgdata-test-second")
+    # One per test process (pytest-xdist's workers): some tests stop and restart it.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    server = embedded(ROOT / (f".pgdata-test-second-{worker}" if worker else ".pgdata-test-second"))
     yield server
 
 
@@ -120,12 +122,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
             "!!!     apt-get install -y chromium chromium-driver", red=True, bold=True
         )
         terminalreporter.write_line("!" * 78, red=True, bold=True)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`), the tests that share the second
-    server run in one worker: some of them stop and restart it."""
-    for item in items:
-        if "second_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("second_server"))
