@@ -18,7 +18,7 @@ import pytest
 from runner import kept_keys
 from services.shared.topology_db import ShopDatabases
 from services.supervisor import ChildEvent, CrashLoopError, Supervisor
-from services.topology import ServiceProcess, processes
+from services.topology import processes
 from tests.helpers import wait_until_sync
 from tests.shop.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.shop.test_e2e import (
@@ -168,13 +168,6 @@ def test_a_deliberate_kill_or_stop_all_is_not_restarted(supervisor: Supervisor) 
     assert supervisor.instances() == [] and supervisor.running == {}
 
 
-class PatientShop(RunningShop):
-    """A step timeout long enough for a loaded machine to start two workers again."""
-
-    def env(self, process: ServiceProcess) -> dict[str, str]:
-        return {**super().env(process), "SHOP_SAGA_STEP_TIMEOUT": "10"}
-
-
 def wait_logged(path: Path, line: str, times: int, *, within_s: float = 30) -> None:
     wait_until_sync(
         lambda: path.read_text().count(line) >= times, within=within_s, failing=path.read_text
@@ -186,12 +179,14 @@ def test_a_sigkilled_shop_worker_is_restarted_and_confirms_the_next_order(
 ) -> None:
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
     logs = tmp_path / "logs"
-    shop = PatientShop(
+    shop = RunningShop(
         ShopDatabases.one(shop_url),
         {s: f"http://127.0.0.1:{p}" for s, p in ports.items()},
         Supervisor(log_dir=logs, restart_backoff_s=0.1),
         ports,
         kept_keys(tmp_path / "keys"),
+        # Long enough for a loaded machine to start two workers again.
+        step_timeout_s=10.0,
     )
     try:
         for process in processes(replicas=2, topology="one"):
