@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import platform
+import socket
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,13 @@ POLL_S = 0.010  # client-side sleep of polling consumers when they find nothing
 LATENCY_WARMUP = 20  # first messages of a latency run left out of the percentiles
 
 START = time.monotonic()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def log(text: str) -> None:

@@ -29,7 +29,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import bench_database, log
+from harness import bench_database, free_port, log
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -54,12 +53,6 @@ DB_NAME = f"pgcourier_many_{os.getpid()}"
 
 
 # -- PgBouncer ----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_password(params: dict[str, str]) -> str:
@@ -88,7 +81,7 @@ def pgbouncer(url: str, *, pool_size: int) -> Iterator[str]:
     # PgBouncer will not run as root: as the user the embedded server runs as (it
     # owns the socket's folder), else as postgres.
     run_as = "pgserver" if host.startswith("/") else "postgres"
-    port = _free_port()
+    port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="pgcourier-bouncer-"))
     password = _server_password(params).replace('"', '""')
     (folder / "userlist.txt").write_text(f'"{user}" "{password}"\n')

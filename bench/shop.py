@@ -42,7 +42,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -60,6 +59,7 @@ from harness import (
     bench_server,
     create_database,
     drop_databases,
+    free_port,
     log,
     rate,
     setting,
@@ -93,12 +93,6 @@ STOCK = 100_000_000
 PRICE_CENTS = 1500
 # The service roles' passwords for this run (each process gets its own role's).
 ROLE_PASSWORDS = new_role_passwords()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def auth(token: str) -> dict[str, str]:
