@@ -12,8 +12,10 @@ stays empty for --idle-seconds, and what the idle consumers cost is counted.
 pgcourier: a Worker per consumer (a pool of one connection through PgBouncer,
 prepared statements off as PgBouncer 1.18 needs) and one LISTEN per process,
 straight to Postgres (PgBouncer in transaction mode drops LISTEN), which wakes every
-worker of its process. pgmq: pgmq.read and pgmq.delete in a loop, sleeping 100 ms
-when a read comes back empty (raw pgmq has no wake-up).
+worker of its process; it claims through the queue's claim function, whose plan the
+server keeps (pgcourier/stmt: the same with the function dropped, so each claim is
+parsed and planned, as before there was one). pgmq: pgmq.read and pgmq.delete in a
+loop, sleeping 100 ms when a read comes back empty (raw pgmq has no wake-up).
 
 Reported per run: messages/s, the most Postgres connections seen (sampled every
 0.1 s), claims (pgmq: reads) per message, and claims per second while idle.
@@ -212,7 +214,7 @@ def _pgmq_process(bouncer: str, workers: int, shared: Shared) -> None:
 
 
 def consumer_process(system: str, bouncer: str, direct: str, workers: int, shared: Shared) -> None:
-    if system == "pgcourier":
+    if system != "pgmq":
         asyncio.run(_pgcourier_process(bouncer, direct, workers, shared))
     else:
         _pgmq_process(bouncer, workers, shared)
@@ -300,6 +302,23 @@ def run_once(
 # -- main ---------------------------------------------------------------------------
 
 
+# pgcourier claiming through its claim function (the server keeps its plan), and
+# through the statement, parsed and planned at every claim (before the function).
+SYSTEMS = ("pgcourier", "pgcourier/stmt", "pgmq")
+
+
+async def _claim_function(url: str, *, installed: bool) -> None:
+    """The queue made, with its claim function or without (its workers then claim with
+    the statement)."""
+    from pgcourier import Courier, claim_function
+
+    async with Courier(url, pool_min_size=1, pool_max_size=1) as courier:
+        await courier.queue_create(QUEUE)
+        if not installed:
+            async with courier.pool.connection() as conn:
+                await claim_function.drop(conn, QUEUE)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="16,64,256", help="comma-separated counts")
@@ -327,11 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_database(name=DB_NAME) as (url, where, _),
         pgbouncer(url, pool_size=args.pool_size) as bouncer,
     ):
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SELECT pgcourier.queue_create(%s)", [QUEUE])
+        asyncio.run(_claim_function(url, installed=True))
         log(f"server: {where}; PgBouncer (transaction mode, pool {args.pool_size}) in front")
         for workers in args.counts:
-            for system in ("pgcourier", "pgmq"):
+            for system in SYSTEMS:
+                if system != "pgmq":
+                    asyncio.run(_claim_function(url, installed=system == "pgcourier"))
                 log(f"{system}: {workers} workers in {min(args.processes, workers)} processes")
                 run = run_once(system, url, bouncer, workers, min(args.processes, workers), args)
                 runs.append(run)
@@ -339,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"{args.messages:,} messages through one queue; PgBouncer pool {args.pool_size}")
     header = (
-        f"{'workers':>7}  {'system':<9}  {'msg/s':>8}  {'vs pgmq':>7}  {'pg conns':>8}"
+        f"{'workers':>7}  {'system':<14}  {'msg/s':>8}  {'vs pgmq':>7}  {'pg conns':>8}"
         f"  {'claims/msg':>10}  {'idle claims/s':>13}"
     )
     print(header)
@@ -348,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peer = next(r for r in runs if r.workers == run.workers and r.system == "pgmq")
         ratio = run.rate / peer.rate if peer.rate else 0.0
         print(
-            f"{run.workers:>7}  {run.system:<9}  {run.rate:>8,.0f}  {ratio:>6.2f}x"
+            f"{run.workers:>7}  {run.system:<14}  {run.rate:>8,.0f}  {ratio:>6.2f}x"
             f"  {run.max_connections:>8}  {run.claims_draining / run.messages:>10.2f}"
             f"  {run.idle_claims / run.idle_seconds:>13,.1f}"
         )

@@ -6,8 +6,10 @@ stay on the primary key however long the queue is.
 """
 
 import pytest
+from psycopg import sql
 
 from pgcourier import Courier, queries
+from pgcourier.naming import queue_table
 
 FENCED = [
     "message_delete",
@@ -56,9 +58,14 @@ def _nodes(plan: dict) -> list[dict]:
     return found
 
 
-async def _claim_plan(courier: Courier, rows_sql: str) -> tuple[dict, int]:
+async def _claim_plan(courier: Courier, rows_sql: str, planning: str) -> tuple[dict, int]:
     """(the plan of one claim of 100 as EXPLAIN ANALYZE ran it, the queue table's pages)
-    after rows_sql filled the queue; the claim is rolled back."""
+    after rows_sql filled the queue; the claim is rolled back.
+
+    planning "custom": planned for its parameters, as a statement sent each time is.
+    "generic": the plan a server may settle on and keep for every call, whatever the
+    parameters (a prepared claim after five calls, or the claim function's, whose plan
+    each server process keeps): planned without knowing the limit or `now`."""
     await courier.queue_create("jobs")
     async with courier.pool.connection() as conn:
         await conn.execute(rows_sql)
@@ -67,12 +74,27 @@ async def _claim_plan(courier: Courier, rows_sql: str) -> tuple[dict, int]:
             "SELECT relpages FROM pg_class WHERE oid = 'pgmq.q_jobs'::regclass"
         )
         pages = await cur.fetchone()
-        params = {"now": None, "limit": 100, "vt_s": 30, "horizon_s": 1.0}
-        explain = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.queue_query(
-            "message_claim", "jobs"
-        ).as_bytes(conn)
         async with conn.transaction(force_rollback=True):
-            cur = await conn.execute(explain, params)
+            if planning == "generic":
+                text = queries.query_text("message_claim")
+                for i, name in enumerate(("limit", "vt_s", "horizon_s", "now"), 1):
+                    text = text.replace(f"%({name})s", f"${i}")
+                await conn.execute(
+                    sql.SQL(
+                        "PREPARE generic_claim(integer, float8, float8, timestamptz) AS " + text
+                    ).format(queue=queue_table("jobs"))
+                )
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                cur = await conn.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)"
+                    " EXECUTE generic_claim(100, 30, 1.0, NULL)"
+                )
+            else:
+                params = {"now": None, "limit": 100, "vt_s": 30, "horizon_s": 1.0}
+                explain = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.queue_query(
+                    "message_claim", "jobs"
+                ).as_bytes(conn)
+                cur = await conn.execute(explain, params)
             row = await cur.fetchone()
     assert row is not None and pages is not None
     return row[0][0]["Plan"], pages[0]
@@ -86,8 +108,9 @@ def _reads(plan: dict, cte: str) -> int:
     return walk["Shared Hit Blocks"] + walk["Shared Read Blocks"]
 
 
+@pytest.mark.parametrize("planning", ["custom", "generic"])
 async def test_a_claim_walks_the_vt_index_from_the_head_of_a_large_backlog(
-    courier: Courier,
+    courier: Courier, planning: str
 ) -> None:
     """Guards message_claim.sql's plan: with 60,000 ready messages, as many in flight or
     delayed and some with ordering keys, a claim of 100 reads its rows through indexes,
@@ -102,6 +125,7 @@ async def test_a_claim_walks_the_vt_index_from_the_head_of_a_large_backlog(
         "                   THEN jsonb_build_object('x-pgmq-group', 'k' || (i % 10))"
         "                   ELSE '{}' END"
         " FROM generate_series(1, 120000) AS i",
+        planning,
     )
     nodes = _nodes(plan)
     scans = [n for n in nodes if n.get("Relation Name") == "q_jobs"]
@@ -113,8 +137,9 @@ async def test_a_claim_walks_the_vt_index_from_the_head_of_a_large_backlog(
         assert _reads(plan, cte) < table_pages / 4, (cte, _reads(plan, cte), table_pages)
 
 
+@pytest.mark.parametrize("planning", ["custom", "generic"])
 async def test_a_claim_that_finds_few_ready_messages_stops_where_the_delayed_ones_begin(
-    courier: Courier,
+    courier: Courier, planning: str
 ) -> None:
     """Ten ready messages and 60,000 delayed (saga timeouts, say): the claim gets the ten
     and stops at the first delayed one. With its bound as a join filter it walked every
@@ -125,6 +150,7 @@ async def test_a_claim_that_finds_few_ready_messages_stops_where_the_delayed_one
         " SELECT now() + make_interval(secs => CASE WHEN i <= 10 THEN -60 ELSE 600 END),"
         "        '{}', '{}'"
         " FROM generate_series(1, 60000) AS i",
+        planning,
     )
     claimed = next(n for n in _nodes(plan) if n.get("Node Type") == "ModifyTable")
     assert claimed["Actual Rows"] == 10, plan

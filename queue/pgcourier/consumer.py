@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+
 from . import metrics, store, tracing
 from .completer import Completer
 from .context import Context, Route
@@ -55,8 +57,11 @@ class QueueConsumer:
         completer: Completer,
         inflight: dict[int, Lease],
         stop: asyncio.Event,
+        claim_function: bool = False,
     ) -> None:
+        """claim_function: the queue has its claim function (claim_function.py)."""
         self.courier = courier
+        self.claim_function = claim_function
         self.queue = settings.queue_name
         self.settings = settings
         self.routes = routes
@@ -102,13 +107,7 @@ class QueueConsumer:
         started = time.perf_counter()
         try:
             async with self.courier.statement_connection() as conn:
-                claim = await store.claim(
-                    conn,
-                    self.queue,
-                    limit=wanted,
-                    vt_s=self.settings.visibility_timeout_s,
-                    horizon_s=config.poll_interval,
-                )
+                claim = await self._claim(conn, wanted)
         except BaseException:
             self.slots.release(wanted)
             raise
@@ -137,6 +136,28 @@ class QueueConsumer:
             await asyncio.sleep(backoff_s)
             wait_s -= backoff_s
         await self._sleep_until_woken(wait_s)
+
+    async def _claim(self, conn: psycopg.AsyncConnection, limit: int) -> store.Claim:
+        """Through the queue's claim function where the connection does not prepare
+        statements (behind PgBouncer in transaction mode): the server keeps its plan."""
+        through_function = self.claim_function and conn.prepare_threshold is None
+        try:
+            return await store.claim(
+                conn,
+                self.queue,
+                limit=limit,
+                vt_s=self.settings.visibility_timeout_s,
+                horizon_s=self.config.poll_interval,
+                through_function=through_function,
+            )
+        except psycopg.errors.UndefinedFunction:
+            if not through_function:
+                raise
+        # Dropped since the worker started (a newer pgcourier migrated, say): the
+        # statement does the same.
+        self.claim_function = False
+        log.warning("the claim function of %s is gone: claiming with the statement", self.queue)
+        return await self._claim(conn, limit)
 
     async def _sleep_until_woken(self, wait_s: float) -> None:
         if self._stop.is_set() or wait_s <= 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import queries
+from . import claim_function, queries
 from .errors import MigrationError
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ async def migrate(conn: psycopg.AsyncConnection) -> list[str]:
             f"pgcourier/{v}"
             for v in await apply_migrations(conn, "pgcourier", queries.migration_files())
         ]
+        # Not a numbered migration: the claim function follows the claim's text, and a
+        # new version of pgcourier may change that without a migration.
+        await claim_function.install_all(conn)
     return applied
 
 

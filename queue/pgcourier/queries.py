@@ -41,6 +41,11 @@ def without_comment_lines(text: str) -> str:
     )
 
 
+def query_text(name: str) -> str:
+    """A query file's statement as text, comment lines dropped, placeholders unfilled."""
+    return _text(name)
+
+
 @functools.cache
 def query(name: str) -> sql.Composed:
     """A query that names no queue table (braces are escaped as in every query file)."""

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from . import queries
+from . import claim_function, queries
 
 
 class Lease(NamedTuple):
@@ -66,11 +66,18 @@ async def claim(
     vt_s: float,
     horizon_s: float = 1.0,
     now: datetime | None = None,
+    through_function: bool = False,
 ) -> Claim:
-    """horizon_s: how far ahead to look for the next message to fall due."""
+    """horizon_s: how far ahead to look for the next message to fall due.
+    through_function: call the queue's claim function (claim_function.py), whose plan
+    the server keeps, instead of sending the statement."""
+    statement = (
+        claim_function.call(queue)
+        if through_function
+        else queries.queue_query("message_claim", queue)
+    )
     cur = await conn.execute(
-        queries.queue_query("message_claim", queue),
-        {"now": now, "limit": limit, "vt_s": vt_s, "horizon_s": horizon_s},
+        statement, {"now": now, "limit": limit, "vt_s": vt_s, "horizon_s": horizon_s}
     )
     rows = await cur.fetchall()
     next_due_s: float | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import queries
+from . import claim_function, queries
 from .errors import QueueNotFoundError
 from .naming import check_queue_name, check_topic_pattern
 
@@ -49,10 +49,12 @@ async def queue_create(
             archive_retention,
         ],
     )
+    await claim_function.install(conn, queue)
 
 
 async def queue_drop(conn: psycopg.AsyncConnection, queue: str) -> bool:
     check_queue_name(queue)
+    await claim_function.drop(conn, queue)
     cur = await conn.execute("SELECT pgcourier.queue_drop(%s)", [queue])
     row = await cur.fetchone()
     return bool(row and row[0])

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import datetime
 from typing import Any
 
+from . import claim_function
 from .completer import Completer
 from .consumer import ConsumerConfig, QueueConsumer
 from .context import Handler, Route
@@ -239,6 +240,7 @@ class Worker:
                 completer=completer,
                 inflight=inflight,
                 stop=self._stop,
+                claim_function=await self._has_claim_function(queue),
             )
             self._renewers[queue] = LeaseRenewer(
                 self.courier, queue, settings.visibility_timeout_s, inflight
@@ -253,6 +255,10 @@ class Worker:
         self._prune = Prune(self.courier, all_settings, inbox_retention_s=self.inbox_retention)
         self._last_prune = 0.0
         self.heartbeat = Heartbeat(self.courier, queues, name=self.name, status=self.status)
+
+    async def _has_claim_function(self, queue: str) -> bool:
+        async with self.courier.statement_connection() as conn:
+            return await claim_function.installed(conn, queue)
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"pgcourier {name}")
