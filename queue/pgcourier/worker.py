@@ -34,6 +34,7 @@ from .loops import Backoff, forever
 from .naming import check_queue_name
 from .prune import Prune
 from .slots import Slots
+from .statistics import Statistics
 from .store import Lease
 from .vacuum import Vacuum
 
@@ -252,6 +253,7 @@ class Worker:
             for consumer in self.consumers.values():
                 consumer.listening = listener.connected.is_set
         self._vacuum = Vacuum(self.courier, queues, dead_rows=self.vacuum_dead_rows)
+        self._statistics = Statistics(self.courier, queues)
         self._prune = Prune(self.courier, all_settings, inbox_retention_s=self.inbox_retention)
         self._last_prune = 0.0
         self.heartbeat = Heartbeat(self.courier, queues, name=self.name, status=self.status)
@@ -299,6 +301,7 @@ class Worker:
 
     async def _maintain(self) -> None:
         await self._vacuum.run_once()
+        await self._statistics.run_once()
         now = asyncio.get_running_loop().time()
         if now - self._last_prune >= 60:
             self._last_prune = now
