@@ -12,10 +12,13 @@ stays empty for --idle-seconds, and what the idle consumers cost is counted.
 pgcourier: a Worker per consumer (a pool of one connection through PgBouncer,
 prepared statements off as PgBouncer 1.18 needs) and one LISTEN per process,
 straight to Postgres (PgBouncer in transaction mode drops LISTEN), which wakes every
-worker of its process; it claims through the queue's claim function, whose plan the
-server keeps (pgcourier/stmt: the same with the function dropped, so each claim is
-parsed and planned, as before there was one). pgmq: pgmq.read and pgmq.delete in a
-loop, sleeping 100 ms when a read comes back empty (raw pgmq has no wake-up).
+worker of its process; it claims through the queue's claim function, which the server
+keeps parsed (pgcourier/stmt: the same with the function dropped, so each claim is
+sent and parsed, as before there was one). pgcourier/1w: one Worker per process, its
+concurrency that process's share of the consumers, with as many pooled connections
+through PgBouncer and its own LISTEN: one claim loop per process, no herd inside it.
+pgmq: pgmq.read and pgmq.delete in a loop, sleeping 100 ms when a read comes back
+empty (raw pgmq has no wake-up).
 
 Reported per run: messages/s, the most Postgres connections seen (sampled every
 0.1 s), claims (pgmq: reads) per message, and claims per second while idle.
@@ -133,7 +136,9 @@ class Shared:
     idle: Any  # mp.Event: the queue is empty for good: mark the claim count
 
 
-async def _pgcourier_process(bouncer: str, direct: str, workers: int, shared: Shared) -> None:
+async def _pgcourier_process(
+    system: str, bouncer: str, direct: str, workers: int, shared: Shared
+) -> None:
     from psycopg_pool import AsyncConnectionPool
 
     from pgcourier import Courier, Worker
@@ -143,7 +148,29 @@ async def _pgcourier_process(bouncer: str, direct: str, workers: int, shared: Sh
         return None
 
     couriers, running = [], []
-    for _ in range(workers):
+    if system == ONE_WORKER:
+        # pgcourier's own way: one Worker per process, its concurrency the process's
+        # share of the consumers, with as many pooled connections and its own LISTEN.
+        pool = AsyncConnectionPool(
+            bouncer,
+            min_size=workers,
+            max_size=workers,
+            open=False,
+            kwargs={"prepare_threshold": None},
+        )
+        await pool.open(wait=True, timeout=60)
+        courier = Courier(bouncer, pool=pool)
+        worker = Worker(
+            courier,
+            listen_conninfo=direct,
+            poll_interval=PGCOURIER_POLL_S,
+            batch_size=BATCH,
+            concurrency=workers,
+        )
+        worker.handle(QUEUE, handle)
+        couriers.append(courier)
+        running.append(worker)
+    for _ in range(workers if system != ONE_WORKER else 0):
         pool = AsyncConnectionPool(
             bouncer, min_size=1, max_size=1, open=False, kwargs={"prepare_threshold": None}
         )
@@ -160,10 +187,11 @@ async def _pgcourier_process(bouncer: str, direct: str, workers: int, shared: Sh
             if consumer is not None:
                 consumer.wake.set()
 
-    listener = Listener(direct, [QUEUE], woken)
     shared.ready.put(1)
     await asyncio.get_running_loop().run_in_executor(None, shared.go.wait)
     tasks = [asyncio.create_task(w.run()) for w in running]
+    # The one Worker listens itself; a Worker per consumer shares one LISTEN.
+    listener = Listener(direct, [] if system == ONE_WORKER else [QUEUE], woken)
     listen_task = asyncio.create_task(listener.run())
     await asyncio.get_running_loop().run_in_executor(None, shared.idle.wait)
     at_idle = sum(w.consumers[QUEUE].claims for w in running if QUEUE in w.consumers)
@@ -215,7 +243,7 @@ def _pgmq_process(bouncer: str, workers: int, shared: Shared) -> None:
 
 def consumer_process(system: str, bouncer: str, direct: str, workers: int, shared: Shared) -> None:
     if system != "pgmq":
-        asyncio.run(_pgcourier_process(bouncer, direct, workers, shared))
+        asyncio.run(_pgcourier_process(system, bouncer, direct, workers, shared))
     else:
         _pgmq_process(bouncer, workers, shared)
 
@@ -308,7 +336,9 @@ def run_once(
 
 # pgcourier claiming through its claim function (the server keeps its plan), and
 # through the statement, parsed and planned at every claim (before the function).
-SYSTEMS = ("pgcourier", "pgcourier/stmt", "pgmq")
+# pgcourier/1w: one Worker per process instead of one per consumer (see above).
+ONE_WORKER = "pgcourier/1w"
+SYSTEMS = ("pgcourier", "pgcourier/stmt", ONE_WORKER, "pgmq")
 
 
 async def _claim_function(url: str, *, installed: bool) -> None:
@@ -355,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for workers in args.counts:
             for system in SYSTEMS:
                 if system != "pgmq":
-                    asyncio.run(_claim_function(url, installed=system == "pgcourier"))
+                    asyncio.run(_claim_function(url, installed=system != "pgcourier/stmt"))
                 log(f"{system}: {workers} workers in {min(args.processes, workers)} processes")
                 run = run_once(system, url, bouncer, workers, min(args.processes, workers), args)
                 runs.append(run)
