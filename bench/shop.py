@@ -3,6 +3,7 @@
     .venv/bin/python bench/shop.py [--topology both|databases|one] [--link-mode M]
                                    [--clients N] [--seconds S] [--replicas R]
                                    [--step-timeout S] [--drain-seconds S]
+                                   [--transaction-per-message]
 
 Not a test: it prints figures. The real service processes are started as runner.py
 and tests/shop/test_e2e.py start them (services.topology.processes / process_env,
@@ -139,7 +140,11 @@ class RunningShop:
 
 @contextlib.contextmanager
 def running_shop(
-    databases: ShopDatabases, replicas: int, step_timeout_s: float
+    databases: ShopDatabases,
+    replicas: int,
+    step_timeout_s: float,
+    *,
+    transaction_per_batch: bool = True,
 ) -> Iterator[RunningShop]:
     ports = {s: free_port() for s in SERVICES}
     with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
@@ -166,6 +171,7 @@ def running_shop(
                 # The bench measures throughput: its few customers place orders back to
                 # back, far past the per-customer cap on open orders (an abuse limit).
                 env["SHOP_MAX_OPEN_ORDERS"] = "1000000"
+                env["SHOP_TRANSACTION_PER_BATCH"] = "1" if transaction_per_batch else "0"
                 shop.supervisor.start(process, env)
             shop.supervisor.wait_healthy(shop.urls)
             log(f"services healthy: {', '.join(p.instance for p in started)}")
@@ -639,6 +645,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--step-timeout", type=float, default=15.0, help="SHOP_SAGA_STEP_TIMEOUT (s)"
     )
     parser.add_argument("--drain-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--transaction-per-message",
+        action="store_true",
+        help="workers handle each message in its own transaction"
+        " (SHOP_TRANSACTION_PER_BATCH=0), as before the transaction per claim",
+    )
     args = parser.parse_args(argv)
     if min(args.clients, args.seconds, args.replicas, args.step_timeout, args.drain_seconds) <= 0:
         parser.error("every number must be positive")
@@ -649,7 +661,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_topology(args: argparse.Namespace, server_url: str, where: str, topology: str) -> Run:
     with (
         shop_database(server_url, topology, args.link_mode) as databases,
-        running_shop(databases, args.replicas, args.step_timeout) as shop,
+        running_shop(
+            databases,
+            args.replicas,
+            args.step_timeout,
+            transaction_per_batch=not args.transaction_per_message,
+        ) as shop,
     ):
         label = topology_label(databases)
         log(f"== the shop, {label}")

@@ -12,9 +12,10 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -43,6 +44,12 @@ class ConsumerConfig:
     batch_size: int
     poll_interval: float
     empty_claim_backoff: float
+    transaction_per_batch: bool = False
+
+
+# A keyed message's question for the claim loop, once it is acknowledged (see
+# QueueConsumer._key_may_wait); None for a message without a key.
+Release = Callable[[], bool] | None
 
 
 class QueueConsumer:
@@ -115,8 +122,13 @@ class QueueConsumer:
         self.claims += 1
         self.last_claim_at = datetime.now(UTC)
         self.slots.release(wanted - len(claim.rows))
+        batch: list[tuple[Message, Lease, Release]] | None = (
+            [] if config.transaction_per_batch else None
+        )
         for row in claim.rows:
-            self._dispatch(row, notified)
+            self._dispatch(row, notified, batch)
+        if batch:
+            self._start(self._handle_batch(batch))
         if len(claim.rows) == wanted:
             return
         # Nothing more is ready: sleep until woken (NOTIFY, a freed key, a retry), the
@@ -170,9 +182,16 @@ class QueueConsumer:
 
     # -- dispatching -----------------------------------------------------------
 
-    def _dispatch(self, row: store.ClaimedRow, notified: int) -> None:
+    def _dispatch(
+        self,
+        row: store.ClaimedRow,
+        notified: int,
+        batch: list[tuple[Message, Lease, Release]] | None = None,
+    ) -> None:
         """Starts the row's handler; whatever goes wrong stays with this one message.
-        notified: the queue's notification count when the claim began."""
+        notified: the queue's notification count when the claim began. batch: where a
+        message for a transactional handler goes instead, to be handled in the claim's
+        one transaction (transaction_per_batch)."""
         lease = Lease(row.msg_id, row.read_ct)
         self.inflight[row.msg_id] = lease
         try:
@@ -192,10 +211,25 @@ class QueueConsumer:
         release = None
         if message.ordering_key is not None:
             release = functools.partial(self._key_may_wait, row.more_of_key, notified)
-        started = start_eagerly(self._handle(message, lease, release))
+        if batch is not None:
+            route = self._route(message)
+            if route is not None and route.transactional and self._accepts(route, message):
+                batch.append((message, lease, release))
+                return
+        self._start(self._handle(message, lease, release))
+
+    def _start(self, handling: Coroutine[Any, Any, None]) -> None:
+        started = start_eagerly(handling)
         if started is not None and not started.done():
             self.handler_tasks.add(started)
             started.add_done_callback(self.handler_tasks.discard)
+
+    def _route(self, message: Message) -> Route | None:
+        return self.routes.get(message.type) or self.routes.get(None)
+
+    @staticmethod
+    def _accepts(route: Route, message: Message) -> bool:
+        return route.senders is None or message.sender in route.senders
 
     def _key_may_wait(self, more_of_key: bool | None, notified: int) -> bool:
         """Whether, its head done, a message of the key may wait to be claimed: one
@@ -213,15 +247,16 @@ class QueueConsumer:
         outcome = -1  # none yet: a cancelled handler (shutdown) has no outcome to count
         try:
             with tracing.consuming(message):
-                route = self.routes.get(message.type) or self.routes.get(None)
+                route = self._route(message)
                 if route is None:
                     raise NoHandlerError(
                         f"no handler for messages of type {message.type!r} on queue {self.queue!r}"
                     )
-                if route.senders is not None and message.sender not in route.senders:
+                if not self._accepts(route, message):
+                    accepted = ", ".join(sorted(route.senders or ()))
                     raise ForbiddenSenderError(
                         f"{message.type or 'untyped'} messages on {self.queue!r} are accepted "
-                        f"from {', '.join(sorted(route.senders))}, not from {message.sender!r}"
+                        f"from {accepted}, not from {message.sender!r}"
                     )
                 if route.transactional:
                     await self._handle_in_transaction(route, message, lease)
@@ -235,13 +270,16 @@ class QueueConsumer:
             outcome = self.completer.failed(message, lease, exc)
         finally:
             self.slots.release(1)
-            if self._measure and outcome >= 0:
-                self.metrics.handled(
-                    message.type,
-                    outcome,
-                    time.perf_counter() - started,
-                    time.time() - message.enqueued_at.timestamp(),
-                )
+            self._handled(message, outcome, started)
+
+    def _handled(self, message: Message, outcome: int, started: float) -> None:
+        if self._measure and outcome >= 0:
+            self.metrics.handled(
+                message.type,
+                outcome,
+                time.perf_counter() - started,
+                time.time() - message.enqueued_at.timestamp(),
+            )
         if outcome == metrics.OK and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "handled msg %s on %s", message.msg_id, self.queue, extra=message_fields(message)
@@ -250,28 +288,72 @@ class QueueConsumer:
     async def _handle_in_transaction(self, route: Route, message: Message, lease: Lease) -> None:
         """Inbox record, handler's writes and sends, and acknowledgement: all or nothing."""
         async with self.courier.pool.connection() as conn, conn.transaction():
-            if await store.inbox_claim(conn, self.queue, message.id):
-                await route.handler(message, Context(self.courier, message, conn))
-            else:
-                log.info(
-                    "msg %s on %s was handled before; acknowledging",
-                    message.msg_id,
-                    self.queue,
-                    extra=message_fields(message),
-                )
-            # Outcome decided: no more renewals (see Completer).
-            self.inflight.pop(message.msg_id, None)
-            acknowledged = await store.acknowledge(
-                conn, self.queue, [lease], archive=self.settings.archive
+            await self._apply(route, message, conn)
+            await self._acknowledge(conn, [lease])
+
+    async def _apply(self, route: Route, message: Message, conn: psycopg.AsyncConnection) -> None:
+        """The inbox record and the handler, in the caller's transaction."""
+        if await store.inbox_claim(conn, self.queue, message.id):
+            await route.handler(message, Context(self.courier, message, conn))
+        else:
+            log.info(
+                "msg %s on %s was handled before; acknowledging",
+                message.msg_id,
+                self.queue,
+                extra=message_fields(message),
             )
-            if not acknowledged:
-                # The lease ran out and the message was claimed again: its new holder
-                # finds this inbox record and acknowledges it without handling it.
-                self.metrics.fenced(1)
-                log.warning(
-                    "msg %s on %s: lease lost before the acknowledgement; "
-                    "its new holder will find it handled",
-                    message.msg_id,
-                    self.queue,
-                    extra=message_fields(message),
-                )
+
+    async def _acknowledge(self, conn: psycopg.AsyncConnection, leases: list[Lease]) -> None:
+        for lease in leases:
+            # Outcome decided: no more renewals (see Completer).
+            self.inflight.pop(lease.msg_id, None)
+        acknowledged = await store.acknowledge(
+            conn, self.queue, leases, archive=self.settings.archive
+        )
+        if acknowledged < len(leases):
+            # A lease ran out and its message was claimed again: its new holder finds
+            # this inbox record and acknowledges it without handling it.
+            self.metrics.fenced(len(leases) - acknowledged)
+            log.warning(
+                "%d of %d messages on %s: lease lost before the acknowledgement; "
+                "their new holders will find them handled",
+                len(leases) - acknowledged,
+                len(leases),
+                self.queue,
+            )
+
+    async def _handle_batch(self, batch: list[tuple[Message, Lease, Release]]) -> None:
+        """The transactional messages of one claim in one transaction: each handler in
+        a savepoint with its inbox record, then one acknowledgement and one commit for
+        them all, so a claim of many costs one WAL flush, not one a message. A handler
+        that fails rolls back its own savepoint and is retried alone; the handlers run
+        one after another. If the transaction fails as a whole, none of it holds and
+        each message is retried."""
+        started = time.perf_counter()
+        handled: list[tuple[Message, Lease, Release]] = []
+        failures: list[tuple[Message, Lease, BaseException]] = []
+        try:
+            async with self.courier.pool.connection() as conn, conn.transaction():
+                for message, lease, release in batch:
+                    route = self._route(message)
+                    assert route is not None  # batched only with a transactional route
+                    try:
+                        with tracing.consuming(message):
+                            async with conn.transaction():  # a savepoint
+                                await self._apply(route, message, conn)
+                    except Exception as failure:
+                        failures.append((message, lease, failure))
+                    else:
+                        handled.append((message, lease, release))
+                if handled:
+                    await self._acknowledge(conn, [lease for _, lease, _ in handled])
+        except Exception as exc:
+            failures += [(message, lease, exc) for message, lease, _ in handled]
+            handled = []
+        finally:
+            self.slots.release(len(batch))
+        for message, lease, release in handled:
+            self.completer.settled(lease, release=release)
+            self._handled(message, metrics.OK, started)
+        for message, lease, error in failures:
+            self._handled(message, self.completer.failed(message, lease, error), started)

@@ -10,6 +10,7 @@ See sql/pgcourier/migrations/0004_links.sql for the tables and triggers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
@@ -270,12 +271,36 @@ async def _drop_replication(
         [f"pgcourier\\_{sender_node}\\_{receiver_node}\\_%"],
     )
     for (slot,) in await cur.fetchall():
-        await sender.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+        await _drop_slot(sender, slot)
     await sender.execute(
         sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
             sql.Identifier(publication_name(receiver_node))
         )
     )
+
+
+async def _drop_slot(sender: psycopg.AsyncConnection, slot: str, *, patience_s: float = 2) -> None:
+    """Drops a slot whose subscription is gone. Its walsender exits on its own a moment
+    after the subscription is dropped, and a slot still in use cannot be dropped: wait
+    for it, then, past patience_s, end the walsender (nothing needs it any more)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        cur = await sender.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", [slot]
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return
+        if row[0] is None:
+            try:
+                await sender.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+                return
+            except psycopg.errors.ObjectInUse:
+                pass  # taken again between the two statements: look again
+        elif loop.time() - started > patience_s:
+            await sender.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+        await asyncio.sleep(0.05)
 
 
 async def _ensure_publication_and_slot(

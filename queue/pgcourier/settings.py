@@ -31,6 +31,21 @@ def env_positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+_TRUE = ("1", "on", "true", "yes")
+_FALSE = ("0", "off", "false", "no")
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _TRUE + _FALSE:
+        raise ConfigurationError(
+            f"{name} must be one of {', '.join(_TRUE + _FALSE)}, got {env.get(name)!r}"
+        )
+    return value in _TRUE
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Where the database is and how the bus behaves.

@@ -57,8 +57,14 @@ class Worker:
         vacuum_dead_rows: int = 20_000,
         maintenance_interval: float = 2.0,
         heartbeat_interval: float = 5.0,
+        transaction_per_batch: bool = False,
         name: str | None = None,
     ) -> None:
+        """transaction_per_batch: the messages of one claim whose handlers are
+        transactional run in one transaction, each handler in a savepoint, with one
+        acknowledgement and one commit (one WAL flush) for them all, one handler after
+        another; a handler that fails rolls back only its own savepoint. Off: each
+        message its own transaction, its handler beside the others."""
         if concurrency < 1 or batch_size < 1:
             raise ConfigurationError("concurrency and batch_size must be at least 1")
         if poll_interval <= 0:
@@ -79,6 +85,7 @@ class Worker:
         self.vacuum_dead_rows = vacuum_dead_rows
         self.maintenance_interval = maintenance_interval
         self.heartbeat_interval = heartbeat_interval
+        self.transaction_per_batch = transaction_per_batch
         self.name = name
         self.routes: dict[str, dict[str | None, Route]] = {}
         self.consumers: dict[str, QueueConsumer] = {}
@@ -219,7 +226,12 @@ class Worker:
                     await self.heartbeat.forget()
 
     async def _build(self) -> None:
-        config = ConsumerConfig(self.batch_size, self.poll_interval, self.empty_claim_backoff)
+        config = ConsumerConfig(
+            self.batch_size,
+            self.poll_interval,
+            self.empty_claim_backoff,
+            transaction_per_batch=self.transaction_per_batch,
+        )
         self._renewers: dict[str, LeaseRenewer] = {}
         all_settings = []
         for queue, routes in self.routes.items():

@@ -34,7 +34,13 @@ async def run_worker(
     companions: Sequence[Companion] = (),
 ) -> None:
     async with Courier(settings.database_url, pool_max_size=10) as courier:
-        worker = Worker(courier, concurrency=20, batch_size=20, name=name)
+        worker = Worker(
+            courier,
+            concurrency=20,
+            batch_size=20,
+            name=name,
+            transaction_per_batch=settings.transaction_per_batch,
+        )
         setup(worker, settings)
         serve_worker_metrics()
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgcourier.errors import ConfigurationError
-from pgcourier.settings import env_positive, env_positive_int
+from pgcourier.settings import env_flag, env_positive, env_positive_int
 
 from .auth import PublicKeys, SigningKey, public_keys_parse
 
@@ -50,6 +50,9 @@ class ServiceSettings:
     # How long a request waits for a database connection before it is answered 503
     # (with Retry-After) rather than hanging while the database is unreachable.
     db_timeout_s: float = 5
+    # Workers handle the messages of one claim in one transaction (one WAL flush for
+    # them all) rather than one each: SHOP_TRANSACTION_PER_BATCH=0 turns it off.
+    transaction_per_batch: bool = True
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -73,6 +76,7 @@ class ServiceSettings:
             max_open_orders=env_positive_int(env, "SHOP_MAX_OPEN_ORDERS", 5),
             admin_email=env.get("SHOP_ADMIN_EMAIL") or None,
             admin_password=env.get("SHOP_ADMIN_PASSWORD") or None,
+            transaction_per_batch=env_flag(env, "SHOP_TRANSACTION_PER_BATCH", True),
         )
 
 

@@ -1,0 +1,95 @@
+"""transaction_per_batch: the transactional messages of one claim run in one
+transaction, each handler in a savepoint, with one acknowledgement and one commit."""
+
+from __future__ import annotations
+
+from pgcourier import Context, Courier, Message, Worker
+from tests.helpers import queue_empty, scalar, wait_until
+
+
+async def _prepare(courier: Courier, *, deferred_unique: bool = False) -> None:
+    await courier.queue_create("jobs", backoff_base=0.05, backoff_max=0.05)
+    await courier.queue_create("downstream")
+    async with courier.pool.connection() as conn:
+        await conn.execute("CREATE TABLE effects (n int, attempt int, slot int, tx bigint)")
+        if deferred_unique:
+            await conn.execute(
+                "ALTER TABLE effects ADD UNIQUE (slot) DEFERRABLE INITIALLY DEFERRED"
+            )
+
+
+async def _record(message: Message, ctx: Context) -> None:
+    assert ctx.conn is not None
+    n = message.payload["n"]
+    await ctx.conn.execute(
+        "INSERT INTO effects VALUES (%s, %s, %s, txid_current())",
+        # slot: on the first attempt, every message of the deferred test takes slot 0
+        [n, message.attempt, n if message.attempt > 1 else message.payload.get("slot", n)],
+    )
+    await ctx.send("downstream", {"n": n})
+    if message.payload.get("fail_first") and message.attempt == 1:
+        raise RuntimeError("first attempt fails after writing and sending")
+
+
+def _worker(courier: Courier) -> Worker:
+    worker = Worker(courier, transaction_per_batch=True, batch_size=10, poll_interval=0.1)
+    worker.handle("jobs", _record, transactional=True)
+    return worker
+
+
+async def _done(courier: Courier) -> bool:
+    return await queue_empty(courier, "jobs")
+
+
+async def test_the_transactional_messages_of_one_claim_commit_in_one_transaction(
+    courier: Courier,
+) -> None:
+    await _prepare(courier)
+    await courier.send_batch("jobs", [{"n": n} for n in range(10)])
+    worker = _worker(courier)
+    async with worker.running():
+        await wait_until(lambda: _done(courier))
+        await wait_until(lambda: not worker.consumers["jobs"].inflight)
+    assert await scalar(courier, "SELECT array_agg(n ORDER BY n) FROM effects") == list(range(10))
+    # One claim of ten, one transaction: its handlers' writes, sends and inbox records.
+    assert await scalar(courier, "SELECT count(DISTINCT tx) FROM effects") == 1
+    assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 10
+    assert await scalar(courier, "SELECT count(*) FROM pgcourier.inbox") == 10
+
+
+async def test_a_failing_handler_rolls_back_only_its_own_writes_and_is_retried_alone(
+    courier: Courier,
+) -> None:
+    await _prepare(courier)
+    await courier.send_batch("jobs", [{"n": n, "fail_first": n == 3} for n in range(6)])
+    worker = _worker(courier)
+    async with worker.running():
+        await wait_until(lambda: _done(courier))
+        await wait_until(lambda: not worker.consumers["jobs"].inflight)
+    rows = await scalar(
+        courier, "SELECT array_agg(array[n, attempt] ORDER BY n, attempt) FROM effects"
+    )
+    # Each once; message 3's first attempt left nothing (its savepoint rolled back),
+    # and only message 3 was tried again.
+    assert rows == [[0, 1], [1, 1], [2, 1], [3, 2], [4, 1], [5, 1]]
+    assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 6
+    assert await scalar(courier, "SELECT count(DISTINCT tx) FROM effects WHERE n <> 3") == 1
+
+
+async def test_a_batch_whose_commit_fails_retries_every_message_and_keeps_none_of_it(
+    courier: Courier,
+) -> None:
+    """Each handler alone succeeds, but together they break a deferred constraint at
+    commit: nothing of the batch holds, and every message is tried again."""
+    await _prepare(courier, deferred_unique=True)
+    await courier.send_batch("jobs", [{"n": n, "slot": 0} for n in range(4)])
+    worker = _worker(courier)
+    async with worker.running():
+        await wait_until(lambda: _done(courier))
+        await wait_until(lambda: not worker.consumers["jobs"].inflight)
+    rows = await scalar(
+        courier, "SELECT array_agg(array[n, attempt] ORDER BY n, attempt) FROM effects"
+    )
+    assert rows == [[0, 2], [1, 2], [2, 2], [3, 2]]
+    assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 4
+    assert await scalar(courier, "SELECT count(*) FROM pgcourier.inbox") == 4
