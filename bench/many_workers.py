@@ -190,9 +190,10 @@ async def _pgcourier_process(
     shared.ready.put(1)
     await asyncio.get_running_loop().run_in_executor(None, shared.go.wait)
     tasks = [asyncio.create_task(w.run()) for w in running]
-    # The one Worker listens itself; a Worker per consumer shares one LISTEN.
-    listener = Listener(direct, [] if system == ONE_WORKER else [QUEUE], woken)
-    listen_task = asyncio.create_task(listener.run())
+    # The one Worker listens itself; Workers of one consumer each share one LISTEN.
+    listen_task = None
+    if system != ONE_WORKER:
+        listen_task = asyncio.create_task(Listener(direct, [QUEUE], woken).run())
     await asyncio.get_running_loop().run_in_executor(None, shared.idle.wait)
     at_idle = sum(w.consumers[QUEUE].claims for w in running if QUEUE in w.consumers)
     await asyncio.get_running_loop().run_in_executor(None, shared.stop.wait)
@@ -200,8 +201,9 @@ async def _pgcourier_process(
     for w in running:
         w.stop()
     await asyncio.gather(*tasks, return_exceptions=True)
-    listen_task.cancel()
-    await asyncio.gather(listen_task, return_exceptions=True)
+    if listen_task is not None:
+        listen_task.cancel()
+        await asyncio.gather(listen_task, return_exceptions=True)
     for courier in couriers:
         await courier.pool.close()
     shared.results.put((at_idle, claims))
