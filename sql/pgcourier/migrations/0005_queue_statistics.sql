@@ -9,8 +9,9 @@
 -- queue only at its next visit (up to autovacuum_naptime, a minute by default); a
 -- worker calls this every maintenance interval (2 s) instead.
 --
--- It analyzes only a table the statistics say is at least ten times smaller than it
--- is (1,000 live rows at least, as counted by the cumulative statistics): calling it
+-- It analyzes only a table analyzed or vacuumed before whose statistics say it is at
+-- least ten times smaller than it is (1,000 live rows at least, as counted by the
+-- cumulative statistics): calling it
 -- is harmless and mostly does nothing, so every role may. ANALYZE invalidates every
 -- plan cached on the table, in every session.
 CREATE FUNCTION pgcourier.queue_refresh_statistics(queue_name text) RETURNS boolean
@@ -26,7 +27,9 @@ BEGIN
     SELECT c.reltuples, coalesce(s.n_live_tup, 0) INTO planned, live
     FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
     WHERE c.oid = queue_table;
-    IF live < 1000 OR greatest(planned, 0) * 10 >= live THEN
+    -- Never analyzed nor vacuumed (reltuples -1): the planner estimates the rows
+    -- from the table's size as it is, so nothing is stale.
+    IF planned < 0 OR live < 1000 OR planned * 10 >= live THEN
         RETURN false;
     END IF;
     -- SKIP_LOCKED: when another worker is analyzing it (or a vacuum runs), leave it
