@@ -93,6 +93,16 @@ async def test_statistics_near_the_truth_or_a_small_queue_are_left_alone(
     assert statistics.refreshed == 1  # once: then they are near the truth
 
 
+async def test_a_queue_never_analyzed_is_left_alone_the_planner_sizes_it_as_it_is(
+    courier: Courier,
+) -> None:
+    await courier.queue_create("jobs")
+    await _fill(courier)
+    statistics = Statistics(courier, ["jobs"])
+    await statistics.run_once()
+    assert statistics.refreshed == 0
+
+
 async def test_a_role_that_does_not_own_the_queue_may_have_its_statistics_refreshed(
     courier: Courier,
 ) -> None:
