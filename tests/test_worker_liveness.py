@@ -6,6 +6,7 @@ an hour of idleness into seconds.
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -254,3 +255,36 @@ async def test_worker_reports_its_liveness_in_the_database(courier: Courier) -> 
         assert health.live_workers == 1
     # A clean stop removes the row: nobody consumes any more.
     assert await scalar(courier, "SELECT count(*) FROM pgcourier.worker") == 0
+
+
+async def test_a_loop_that_ignores_cancellation_does_not_keep_the_worker_from_stopping(
+    courier: Courier, caplog: pytest.LogCaptureFixture
+) -> None:
+    await courier.queue_create("jobs")
+    let_go = asyncio.Event()
+
+    class Stubborn(Worker):
+        async def _maintain(self) -> None:
+            while True:
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    if let_go.is_set():
+                        raise
+
+    async def handle(message: Message, ctx: Context) -> None:
+        return None
+
+    worker = Stubborn(courier, maintenance_interval=0.01)
+    worker.loop_stop_patience_s = 0.3
+    worker.handle("jobs", handle)
+    with caplog.at_level(logging.ERROR, logger="pgcourier.worker"):
+        async with worker.running(stop_timeout=10):
+            pass
+    assert "'pgcourier maintenance' still running 0.3s after being cancelled" in caplog.text
+    let_go.set()
+    stuck = [t for t in asyncio.all_tasks() if t.get_name() == "pgcourier maintenance"]
+    assert stuck
+    for task in stuck:
+        task.cancel()
+    await asyncio.gather(*stuck, return_exceptions=True)

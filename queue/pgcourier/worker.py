@@ -218,12 +218,31 @@ class Worker:
             await asyncio.gather(*claimers)
             await self._drain()
         finally:
-            for task in self._loops:
-                task.cancel()
-            await asyncio.gather(*self._loops, return_exceptions=True)
+            await self._cancel_loops()
             if self.heartbeat is not None:
                 with contextlib.suppress(Exception):
                     await self.heartbeat.forget()
+
+    # How long a stopping worker waits for its cancelled loops.
+    loop_stop_patience_s = 5.0
+
+    async def _cancel_loops(self) -> None:
+        """Cancels every loop and waits for them, at most loop_stop_patience_s: a loop
+        stuck in something that does not heed cancellation is named and left behind,
+        rather than keeping the worker from stopping."""
+        patience_s = self.loop_stop_patience_s
+        for task in self._loops:
+            task.cancel()
+        if not self._loops:
+            return
+        done, pending = await asyncio.wait(self._loops, timeout=patience_s)
+        await asyncio.gather(*done, return_exceptions=True)
+        if pending:
+            log.error(
+                "%s still running %ss after being cancelled: left behind",
+                ", ".join(sorted(repr(t.get_name()) for t in pending)),
+                patience_s,
+            )
 
     async def _build(self) -> None:
         config = ConsumerConfig(
