@@ -3,6 +3,8 @@ transaction, each handler in a savepoint, with one acknowledgement and one commi
 
 from __future__ import annotations
 
+from typing import Any
+
 from pgcourier import Context, Courier, Message, Worker
 from tests.helpers import queue_empty, scalar, wait_until
 
@@ -31,26 +33,26 @@ async def _record(message: Message, ctx: Context) -> None:
         raise RuntimeError("first attempt fails after writing and sending")
 
 
-def _worker(courier: Courier) -> Worker:
+async def _handled(courier: Courier, payloads: list[dict[str, Any]]) -> Any:
+    """Sends the payloads in one batch and runs a worker until all are handled; the
+    effects left, as [n, attempt] pairs."""
+    await courier.send_batch("jobs", payloads)
     worker = Worker(courier, transaction_per_batch=True, batch_size=10, poll_interval=0.1)
     worker.handle("jobs", _record, transactional=True)
-    return worker
-
-
-async def _done(courier: Courier) -> bool:
-    return await queue_empty(courier, "jobs")
+    async with worker.running():
+        await wait_until(lambda: queue_empty(courier, "jobs"))
+        await wait_until(lambda: not worker.consumers["jobs"].inflight)
+    return await scalar(
+        courier, "SELECT array_agg(array[n, attempt] ORDER BY n, attempt) FROM effects"
+    )
 
 
 async def test_the_transactional_messages_of_one_claim_commit_in_one_transaction(
     courier: Courier,
 ) -> None:
     await _prepare(courier)
-    await courier.send_batch("jobs", [{"n": n} for n in range(10)])
-    worker = _worker(courier)
-    async with worker.running():
-        await wait_until(lambda: _done(courier))
-        await wait_until(lambda: not worker.consumers["jobs"].inflight)
-    assert await scalar(courier, "SELECT array_agg(n ORDER BY n) FROM effects") == list(range(10))
+    rows = await _handled(courier, [{"n": n} for n in range(10)])
+    assert rows == [[n, 1] for n in range(10)]
     # One claim of ten, one transaction: its handlers' writes, sends and inbox records.
     assert await scalar(courier, "SELECT count(DISTINCT tx) FROM effects") == 1
     assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 10
@@ -61,14 +63,7 @@ async def test_a_failing_handler_rolls_back_only_its_own_writes_and_is_retried_a
     courier: Courier,
 ) -> None:
     await _prepare(courier)
-    await courier.send_batch("jobs", [{"n": n, "fail_first": n == 3} for n in range(6)])
-    worker = _worker(courier)
-    async with worker.running():
-        await wait_until(lambda: _done(courier))
-        await wait_until(lambda: not worker.consumers["jobs"].inflight)
-    rows = await scalar(
-        courier, "SELECT array_agg(array[n, attempt] ORDER BY n, attempt) FROM effects"
-    )
+    rows = await _handled(courier, [{"n": n, "fail_first": n == 3} for n in range(6)])
     # Each once; message 3's first attempt left nothing (its savepoint rolled back),
     # and only message 3 was tried again.
     assert rows == [[0, 1], [1, 1], [2, 1], [3, 2], [4, 1], [5, 1]]
@@ -82,14 +77,7 @@ async def test_a_batch_whose_commit_fails_retries_every_message_and_keeps_none_o
     """Each handler alone succeeds, but together they break a deferred constraint at
     commit: nothing of the batch holds, and every message is tried again."""
     await _prepare(courier, deferred_unique=True)
-    await courier.send_batch("jobs", [{"n": n, "slot": 0} for n in range(4)])
-    worker = _worker(courier)
-    async with worker.running():
-        await wait_until(lambda: _done(courier))
-        await wait_until(lambda: not worker.consumers["jobs"].inflight)
-    rows = await scalar(
-        courier, "SELECT array_agg(array[n, attempt] ORDER BY n, attempt) FROM effects"
-    )
+    rows = await _handled(courier, [{"n": n, "slot": 0} for n in range(4)])
     assert rows == [[0, 2], [1, 2], [2, 2], [3, 2]]
     assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 4
     assert await scalar(courier, "SELECT count(*) FROM pgcourier.inbox") == 4
