@@ -134,7 +134,7 @@ async def _place(
                 f" {MAX_ORDER_TOTAL_CENTS} cents; split it into smaller orders",
             )
         cur = await conn.execute(
-            query("orders", "order_insert"),
+            query("orders", "order_place"),
             {
                 "customer_id": customer_id,
                 "total_cents": total,
@@ -142,28 +142,19 @@ async def _place(
                 "card_token": body.card_token,
                 # The stock step's deadline (deadlines.py times the order out then).
                 "step_timeout_s": settings.saga_step_timeout_s,
+                "product_ids": product_ids,
+                "names": names,
+                "quantities": quantities,
+                "unit_prices": prices,
+                "kind": c.ORDER_PLACED,
+                "status": saga.PENDING,
+                "detail": f"order placed: {len(body.lines)} line(s), {total} cents;"
+                " reserving stock",
             },
         )
         row = await cur.fetchone()
         assert row is not None
         order_id = str(row[0])
-        await conn.execute(
-            query("orders", "order_line_insert"),
-            {
-                "order_id": order_id,
-                "product_ids": product_ids,
-                "names": names,
-                "quantities": quantities,
-                "unit_prices": prices,
-            },
-        )
-        await saga.record_event(
-            conn,
-            order_id,
-            c.ORDER_PLACED,
-            saga.PENDING,
-            f"order placed: {len(body.lines)} line(s), {total} cents; reserving stock",
-        )
         await courier.publish(
             c.ORDER_PLACED,
             {
