@@ -269,6 +269,19 @@ WALSENDERS = "postgres walsenders"
 APPLY = "postgres apply workers"
 
 
+def server_counts(shop: RunningShop, conn: psycopg.Connection) -> tuple[int, int]:
+    """(transactions committed in the shop's databases, WAL flushes of the server) so
+    far, as the cumulative statistics have them (each process reports within a second;
+    the server's flushes are the whole server's, the bench's own included)."""
+    row = conn.execute(
+        "SELECT (SELECT sum(xact_commit) FROM pg_stat_database WHERE datname = ANY(%s)),"
+        " (SELECT wal_sync FROM pg_stat_wal)",
+        [shop.database_names()],
+    ).fetchone()
+    assert row is not None
+    return int(row[0] or 0), int(row[1] or 0)
+
+
 def cpu_snapshot(shop: RunningShop, conn: psycopg.Connection) -> dict[str, dict[int, float]]:
     """CPU so far of every service process, this process, and the shop databases'
     server processes: backends, and apart the links' walsenders (each decoding the
@@ -452,6 +465,10 @@ class Run:
     cpu: list[tuple[str, float]]
     commit_ms: float
     crossed: int = 0  # messages sent to another service's database (placing and drain)
+    # While placing: transactions committed in the shop's databases, the server's WAL
+    # flushes.
+    commits: int = 0
+    flushes: int = 0
 
     @property
     def latencies(self) -> list[float]:
@@ -553,6 +570,16 @@ def print_report(args: argparse.Namespace, where: str, url: str, run: Run) -> No
         ("placed -> confirmed, max", f"{max(latencies, default=0) * 1000:,.0f} ms", ""),
         ("POST /orders, p50", f"{post50 * 1000:,.1f} ms", "client side, request to 202"),
         ("POST /orders, p99", f"{post99 * 1000:,.1f} ms", ""),
+        (
+            "commits per order placed",
+            f"{run.commits / max(len(placing.order_ids), 1):.1f}",
+            "while placing, in the shop's databases (claims included)",
+        ),
+        (
+            "WAL flushes per order placed",
+            f"{run.flushes / max(len(placing.order_ids), 1):.1f}",
+            "while placing, the server's (group commit shares them)",
+        ),
     ]
     name_w = max(len(r[0]) for r in rows)
     value_w = max(len(r[1]) for r in rows)
@@ -677,9 +704,11 @@ def run_topology(args: argparse.Namespace, server_url: str, where: str, topology
         with psycopg.connect(shop.orders_url, autocommit=True) as conn:
             _, confirmed_before, _ = _order_counts(conn)
             cpu_before = cpu_snapshot(shop, conn)
+            counts_before = server_counts(shop, conn)
             log(f"== placing orders: {args.clients} clients for {args.seconds:g}s")
             placing = asyncio.run(place_orders(shop, tokens, product_id, args.seconds))
             cpu = cpu_used(cpu_before, cpu_snapshot(shop, conn))
+            counts_after = server_counts(shop, conn)
             _, confirmed_after, _ = _order_counts(conn)
         log(
             f"placed {len(placing.order_ids):,} orders in {placing.seconds:.1f}s; "
@@ -695,6 +724,8 @@ def run_topology(args: argparse.Namespace, server_url: str, where: str, topology
             cpu,
             commit,
             crossed=outbox_sent(shop) - sent_before,
+            commits=counts_after[0] - counts_before[0],
+            flushes=counts_after[1] - counts_before[1],
         )
         print_report(args, where, shop.orders_url, run)
         if left:
