@@ -8,8 +8,8 @@ function is only planned: 0.82 ms. Planned at every call on purpose (the functio
 plan_cache_mode = force_custom_plan): a plan kept for every call (0.22 ms an empty
 claim) is made for whatever the table looked like when it was made, and in
 bench/many_workers.py, 256 workers behind PgBouncer drained at 2,400-4,600 msg/s
-with kept plans, 5,500 with the statement, and 6,500-6,700 with the function planning
-each call (at 64: 9,600 against 6,600-7,200; at 16 level).
+with kept plans, 4,900-5,700 with the statement, and 6,000-6,700 with the function
+planning each call (at 64: 7,000-9,700 against 5,900-7,300; at 16 about level).
 
 The function is made from message_claim.sql itself, per queue (the queue's table is
 in its text), and named by a hash of what it runs: `pgcourier.claim_<hash>_<queue>`.
