@@ -49,7 +49,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pgcourier.admin import Admin
 from pgcourier.courier import Courier
 from pgcourier.errors import PgCourierError
-from pgcourier.settings import Settings
+from pgcourier.settings import Settings, env_flag
 from services.demo import DemoFailed, run_demo
 from services.shared.auth import SigningKey, public_key_text, public_keys_parse
 from services.shared.database import shop_migrate
@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     # At least 1.5 x 2 hops x (lease + first retry backoff) of the saga's queues
     # (3 s + 0.5 s): the orders service refuses one a crashed worker's lease could outlast.
     timeout_s = float(os.environ.get("SHOP_SAGA_STEP_TIMEOUT") or 15)
+    per_batch = env_flag(os.environ, "SHOP_TRANSACTION_PER_BATCH", True)
     supervisor = Supervisor(log_dir=ROOT / ".logs" if demo else None)
     try:
         settings = Settings.from_env()
@@ -417,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                         admin_password=admin_password,
                         role_passwords=passwords,
                         ports=ports,
+                        transaction_per_batch=per_batch,
                     )
                     env |= worker_metrics_env(process, ports)
                     # The orders service links an order to its saga in the console.

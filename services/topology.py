@@ -19,7 +19,12 @@ WORKER_SERVICES = ("products", "orders", "payments")
 # The settings every service reads (services/shared/settings.py), besides DATABASE_URL.
 # SHOP_SERVICE_SECRET_FILE names each service's own secret; only users gets the file of
 # the private key that signs tokens, every service the public keys that verify them.
-SHARED_SETTINGS = ("SHOP_TOKEN_PUBLIC_KEYS", "SHOP_SERVICE_SECRET_FILE", "SHOP_SAGA_STEP_TIMEOUT")
+SHARED_SETTINGS = (
+    "SHOP_TOKEN_PUBLIC_KEYS",
+    "SHOP_SERVICE_SECRET_FILE",
+    "SHOP_SAGA_STEP_TIMEOUT",
+    "SHOP_TRANSACTION_PER_BATCH",
+)
 USERS_SETTINGS = ("SHOP_TOKEN_PRIVATE_KEY_FILE", "SHOP_ADMIN_EMAIL", "SHOP_ADMIN_PASSWORD")
 
 
@@ -80,6 +85,7 @@ def process_env(
     admin_password: str,
     role_passwords: Mapping[str, str | None] | None = None,
     ports: dict[str, int] | None = None,
+    transaction_per_batch: bool = True,
 ) -> dict[str, str]:
     """The environment of one process: its own role's URL of its own service's database,
     and the shop settings. admin_url: the one database, or where each service's is.
@@ -98,6 +104,8 @@ def process_env(
         "SHOP_TOKEN_PUBLIC_KEYS": token_public_keys,
         "SHOP_SERVICE_SECRET_FILE": service_secret_files[process.service],
         "SHOP_SAGA_STEP_TIMEOUT": str(saga_step_timeout_s),
+        # Workers: one transaction per claimed batch, or per message (settings.py).
+        "SHOP_TRANSACTION_PER_BATCH": "1" if transaction_per_batch else "0",
         # Names the replica in its log lines (services/shared/process.py).
         "SHOP_INSTANCE": process.instance,
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pgcourier import Context, Courier, Message, Worker
 from tests.helpers import queue_empty, scalar, wait_until
 
@@ -81,3 +83,15 @@ async def test_a_batch_whose_commit_fails_retries_every_message_and_keeps_none_o
     assert rows == [[0, 2], [1, 2], [2, 2], [3, 2]]
     assert await scalar(courier, "SELECT count(*) FROM pgmq.q_downstream") == 4
     assert await scalar(courier, "SELECT count(*) FROM pgcourier.inbox") == 4
+
+
+def test_the_shop_switch_reads_yes_or_no_and_refuses_anything_else() -> None:
+    from pgcourier import ConfigurationError
+    from pgcourier.settings import env_flag
+
+    name = "SHOP_TRANSACTION_PER_BATCH"
+    assert env_flag({}, name, True) is True
+    assert env_flag({name: "0"}, name, True) is False
+    assert env_flag({name: " On "}, name, False) is True
+    with pytest.raises(ConfigurationError, match=f"{name} must be one of"):
+        env_flag({name: "maybe"}, name, True)
