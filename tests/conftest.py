@@ -102,7 +102,12 @@ def second_server() -> Iterator[Any]:
     # One per test process (pytest-xdist's workers): some tests stop and restart it.
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     server = embedded(ROOT / (f".pgdata-test-second-{worker}" if worker else ".pgdata-test-second"))
-    yield server
+    try:
+        yield server
+    finally:
+        # Restarted by a test, its postmaster is not the one pgserver started, and
+        # pgserver would leave it running after the session.
+        server.stop()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
