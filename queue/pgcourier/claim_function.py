@@ -47,6 +47,14 @@ _RESULT = (
     "headers text, sender text, more_of_key boolean, next_due_s double precision"
 )
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# use_column: the result's column names (msg_id, read_ct, ...) are also PL/pgSQL
+# variables; in the query they mean the tables' columns.
+_WRAPPER = (
+    "CREATE FUNCTION {name}({params}) RETURNS TABLE ({result})"
+    " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan"
+    " AS $pgcourier_claim$\n"
+    "#variable_conflict use_column\nBEGIN\nRETURN QUERY {body};\nEND\n$pgcourier_claim$"
+)
 
 
 @functools.cache
@@ -63,8 +71,8 @@ def _body_template() -> str:
 
 @functools.cache
 def version() -> str:
-    """Eight hex digits naming what the function runs: the claim and this wrapper."""
-    signature = repr((_PARAMS, _RESULT, _body_template()))
+    """Eight hex digits naming what the function runs: the claim and its wrapper."""
+    signature = repr((_PARAMS, _RESULT, _WRAPPER, _body_template()))
     return hashlib.sha256(signature.encode()).hexdigest()[:8]
 
 
@@ -89,14 +97,7 @@ def _definition(queue: str) -> sql.Composed:
         sql.SQL("{} {}").format(sql.Identifier(f"p_{name}"), sql.SQL(kind))
         for name, kind in _PARAMS
     )
-    # use_column: the result's column names (msg_id, read_ct, ...) are also PL/pgSQL
-    # variables; in the query they mean the tables' columns.
-    return sql.SQL(
-        "CREATE FUNCTION {name}({params}) RETURNS TABLE ({result})"
-        " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan"
-        " AS $pgcourier_claim$\n"
-        "#variable_conflict use_column\nBEGIN\nRETURN QUERY {body};\nEND\n$pgcourier_claim$"
-    ).format(
+    return sql.SQL(_WRAPPER).format(
         name=sql.Identifier("pgcourier", function_name(queue)),
         params=params,
         result=sql.SQL(_RESULT),

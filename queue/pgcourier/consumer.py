@@ -151,7 +151,7 @@ class QueueConsumer:
 
     async def _claim(self, conn: psycopg.AsyncConnection, limit: int) -> store.Claim:
         """Through the queue's claim function where the connection does not prepare
-        statements (behind PgBouncer in transaction mode): the server keeps its plan."""
+        statements (behind PgBouncer in transaction mode): the server keeps it parsed."""
         through_function = self.claim_function and conn.prepare_threshold is None
         try:
             return await store.claim(

@@ -69,8 +69,8 @@ async def claim(
     through_function: bool = False,
 ) -> Claim:
     """horizon_s: how far ahead to look for the next message to fall due.
-    through_function: call the queue's claim function (claim_function.py), whose plan
-    the server keeps, instead of sending the statement."""
+    through_function: call the queue's claim function (claim_function.py), which the
+    server keeps parsed, instead of sending the statement."""
     statement = (
         claim_function.call(queue)
         if through_function
