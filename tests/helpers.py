@@ -8,7 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pgcourier import Courier
+import psycopg
+from psycopg import sql
+
+from pgcourier import Courier, queries
+from pgcourier.naming import queue_table
 
 
 async def wait_until(
@@ -78,3 +82,15 @@ def skip_unless_logical_replication(url: str) -> None:
             f"links by logical replication need PostgreSQL 16+ with wal_level=logical; "
             f"this server is {version} with wal_level={wal_level}"
         )
+
+
+async def prepare_claim(conn: psycopg.AsyncConnection, name: str, queue: str) -> None:
+    """PREPAREs message_claim.sql on conn as name(limit, vt_s, horizon_s, now): a test
+    sets plan_cache_mode and EXECUTEs it, to see the plan a server may keep."""
+    text = queries.query_text("message_claim")
+    for i, param in enumerate(("limit", "vt_s", "horizon_s", "now"), 1):
+        text = text.replace(f"%({param})s", f"${i}")
+    await conn.execute(
+        sql.SQL("PREPARE {}(integer, float8, float8, timestamptz) AS ").format(sql.Identifier(name))
+        + sql.SQL(text).format(queue=queue_table(queue))
+    )

@@ -6,10 +6,9 @@ stay on the primary key however long the queue is.
 """
 
 import pytest
-from psycopg import sql
 
 from pgcourier import Courier, queries
-from pgcourier.naming import queue_table
+from tests.helpers import prepare_claim
 
 FENCED = [
     "message_delete",
@@ -76,14 +75,7 @@ async def _claim_plan(courier: Courier, rows_sql: str, planning: str) -> tuple[d
         pages = await cur.fetchone()
         async with conn.transaction(force_rollback=True):
             if planning == "generic":
-                text = queries.query_text("message_claim")
-                for i, name in enumerate(("limit", "vt_s", "horizon_s", "now"), 1):
-                    text = text.replace(f"%({name})s", f"${i}")
-                await conn.execute(
-                    sql.SQL(
-                        "PREPARE generic_claim(integer, float8, float8, timestamptz) AS " + text
-                    ).format(queue=queue_table("jobs"))
-                )
+                await prepare_claim(conn, "generic_claim", "jobs")
                 await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 cur = await conn.execute(
                     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)"

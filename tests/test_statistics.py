@@ -9,10 +9,9 @@ from typing import Any
 
 from psycopg import sql
 
-from pgcourier import Courier, Message, Worker, queries
-from pgcourier.naming import queue_table
+from pgcourier import Courier, Message, Worker
 from pgcourier.statistics import Statistics
-from tests.helpers import scalar, wait_until
+from tests.helpers import prepare_claim, scalar, wait_until
 
 FILL = (
     "INSERT INTO pgmq.q_jobs (vt, message)"
@@ -49,14 +48,7 @@ async def test_a_claim_plan_cached_on_an_empty_queue_walks_the_index_once_refres
     await _analyzed_empty(courier)
     async with courier.pool.connection() as conn:
         await conn.set_autocommit(True)
-        text = queries.query_text("message_claim")
-        for i, name in enumerate(("limit", "vt_s", "horizon_s", "now"), 1):
-            text = text.replace(f"%({name})s", f"${i}")
-        await conn.execute(
-            sql.SQL("PREPARE cached_claim(integer, float8, float8, timestamptz) AS " + text).format(
-                queue=queue_table("jobs")
-            )
-        )
+        await prepare_claim(conn, "cached_claim", "jobs")
         # The plan a prepared claim (or the claim function) keeps: made on the empty queue.
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         await conn.execute("EXECUTE cached_claim(50, 30, 1.0, NULL)")
