@@ -55,8 +55,10 @@ bench: $(BENCH_STAMP)
 	  $(PY) bench/shop.py; \
 	} 2>&1 | tee bench/last-run.txt
 
+# The tests' servers' folders: on disk, and in memory (tests/helpers.py: server_folder).
 clean:
-	rm -rf $(VENV) .pgdata-test
+	rm -rf $(VENV) .pgdata-test .pgdata-test-second* .pgdata-chaos-test
+	rm -rf /dev/shm/pgcourier-test-$$(printf %s "$(CURDIR)" | sha256sum | cut -c1-10)
 
 # The fault suite: the whole shop under load while workers are killed, Postgres is
 # crashed and LISTEN connections are dropped; then every invariant is checked in SQL.

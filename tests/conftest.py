@@ -1,8 +1,9 @@
 """Every test gets its own clean, migrated, real database.
 
 The server is DATABASE_URL's when set, otherwise an embedded Postgres in
-.pgdata-test. The schema is migrated once per session into a template database,
-and each test gets a fresh clone of it (CREATE DATABASE ... TEMPLATE).
+.pgdata-test (in memory when there is room: tests.helpers.server_folder). The schema
+is migrated once per session into a template database, and each test gets a fresh
+clone of it (CREATE DATABASE ... TEMPLATE).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,8 +20,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgcourier import Courier
 from pgcourier.migrations import migrate_url
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import server_folder
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +31,7 @@ def server_url() -> Iterator[str]:
         return
     from pgcourier.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(ROOT / ".pgdata-test")
+    server = EmbeddedPostgres(server_folder(".pgdata-test"))
     yield server.url
 
 
@@ -101,7 +100,9 @@ def second_server() -> Iterator[Any]:
 
     # One per test process (pytest-xdist's workers): some tests stop and restart it.
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    server = embedded(ROOT / (f".pgdata-test-second-{worker}" if worker else ".pgdata-test-second"))
+    server = embedded(
+        server_folder(f".pgdata-test-second-{worker}" if worker else ".pgdata-test-second")
+    )
     try:
         yield server
     finally:

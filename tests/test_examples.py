@@ -7,7 +7,7 @@ import sys
 
 import psycopg
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def run_example(name: str, url: str) -> str:

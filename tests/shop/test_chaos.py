@@ -23,9 +23,8 @@ from tests.chaos.clients import ClientStats, Placed
 from tests.chaos.faults import watch_catch_up
 from tests.chaos.invariants import Connections, check_all, connections
 from tests.chaos.shop import fresh_shop
+from tests.helpers import server_folder
 from tests.shop.conftest import ROLE_PASSWORDS
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +376,7 @@ def test_short_run_under_faults_keeps_every_invariant(tmp_path: Path) -> None:
     from tests.chaos import postgres
     from tests.chaos.run import Options, run
 
-    pg = postgres.embedded(ROOT / ".pgdata-chaos-test")
+    pg = postgres.embedded(server_folder(".pgdata-chaos-test"))
     try:
         # A database per service, linked by logical replication (runner.py's default):
         # the apply workers and the links keeper are among what it breaks.
