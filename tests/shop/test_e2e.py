@@ -7,7 +7,9 @@ database role) exactly as runner.py does, on free ports, against a fresh databas
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import math
 import socket
 import time
 import uuid
@@ -50,9 +52,10 @@ class RunningShop:
     ports: dict[str, int]
     keys: ShopKeys
     step_timeout_s: float = SAGA_STEP_TIMEOUT
+    max_open_orders: int = MAX_OPEN_ORDERS
 
     def env(self, process: ServiceProcess) -> dict[str, str]:
-        return process_env(
+        env = process_env(
             process,
             self.databases,
             **self.keys.settings(),
@@ -62,6 +65,9 @@ class RunningShop:
             role_passwords=ROLE_PASSWORDS,
             ports=self.ports,
         )
+        if process.service == "orders":
+            env["SHOP_MAX_OPEN_ORDERS"] = str(self.max_open_orders)
+        return env
 
     def client(self) -> httpx.Client:
         return httpx.Client(timeout=30)
@@ -73,6 +79,12 @@ class RunningShop:
             )
             assert r.status_code == 200, r.text
             return r.json()["token"]
+
+    def customers(self, n: int) -> list[str]:
+        """n new customers' tokens. Made four at a time: each costs the users service
+        two password hashes (about 0.4 s here), which is most of a 200-order test."""
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            return list(pool.map(lambda _: self.customer(), range(n)))
 
     def customer(self) -> str:
         email = f"c-{uuid.uuid4().hex[:10]}@shop.test"
@@ -87,7 +99,11 @@ class RunningShop:
 
 @contextlib.contextmanager
 def started_shop(
-    databases: ShopDatabases, log_dir: Path, *, step_timeout_s: float = SAGA_STEP_TIMEOUT
+    databases: ShopDatabases,
+    log_dir: Path,
+    *,
+    step_timeout_s: float = SAGA_STEP_TIMEOUT,
+    max_open_orders: int = MAX_OPEN_ORDERS,
 ) -> Iterator[RunningShop]:
     """Every process runner.py starts for these databases, on free ports."""
     ports = {s: free_port() for s in ("users", "products", "orders", "payments")}
@@ -98,6 +114,7 @@ def started_shop(
         ports,
         kept_keys(log_dir / "keys"),
         step_timeout_s,
+        max_open_orders,
     )
     try:
         for process in processes(replicas=1, topology=databases.topology):
@@ -118,8 +135,10 @@ def shop(shop_databases: ShopDatabases, tmp_path: Path) -> Iterator[RunningShop]
 @pytest.fixture
 def patient_shop(shop_databases: ShopDatabases, tmp_path: Path) -> Iterator[RunningShop]:
     """As `shop`, with saga steps that wait 20 s: long enough, on a loaded machine,
-    for a burst of orders or workers killed and started again not to time sagas out."""
-    with started_shop(shop_databases, tmp_path, step_timeout_s=20.0) as running:
+    for a burst of orders or workers killed and started again not to time sagas out.
+    A customer may have 50 orders open, so that a burst needs few customers (each
+    costs two password hashes, about 0.4 s here)."""
+    with started_shop(shop_databases, tmp_path, step_timeout_s=20.0, max_open_orders=50) as running:
         yield running
 
 
@@ -247,8 +266,8 @@ def test_two_hundred_concurrent_orders_for_ten_units_never_oversell(
     admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
     product_id = create_product(shop, admin, stock=10, price_cents=1500)
     wait_known_to_orders(shop, product_id)
-    # Each customer may have MAX_OPEN_ORDERS in the saga at once: 40 place 5 each.
-    customers = [shop.customer() for _ in range(200 // MAX_OPEN_ORDERS)]
+    # Each customer may have max_open_orders in the saga at once: 4 place 50 each.
+    customers = shop.customers(math.ceil(200 / shop.max_open_orders))
     order_ids = asyncio.run(place_many(shop, customers, product_id, 200))
     final = wait_all_final(shop, admin, order_ids)
     confirmed = [o for o in final.values() if o["status"] == "confirmed"]
@@ -275,7 +294,7 @@ def test_workers_killed_mid_saga_and_restarted_finish_every_saga(
     admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
     product_id = create_product(shop, admin, stock=1000, price_cents=700)
     wait_known_to_orders(shop, product_id)
-    customers = [shop.customer() for _ in range(40 // MAX_OPEN_ORDERS)]
+    customers = shop.customers(math.ceil(40 / shop.max_open_orders))
     order_ids = asyncio.run(place_many(shop, customers, product_id, 40))
     # Crash every worker while the sagas are in progress, then bring them back.
     for name in ("orders-worker-1", "products-worker-1", "payments-worker-1"):
