@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from services.shared.settings import SERVICES
 from services.shared.topology_db import ShopDatabases
@@ -153,6 +154,30 @@ def _sql_check(conns: Connections, name: str, parts: tuple[tuple[str, str], ...]
     return Check(name, value, 0, "; ".join(details))
 
 
+def _with_messages_left(conns: Connections, check: Check) -> Check:
+    """A failed drain names the messages left (attempts, when the lease ends, headers,
+    the start of the body): what tells a stuck handler from a lost wake-up."""
+    if not check.value:
+        return check
+    found = []
+    for owner, conn in conns.every():
+        for (queue,) in conn.execute(
+            "SELECT queue FROM pgcourier.queues WHERE ready + in_flight + delayed > 0"
+        ).fetchall():
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT msg_id, read_ct, round(extract(epoch FROM vt - now())::numeric, 1),"
+                    " headers, left(message::text, 160) FROM pgmq.{} ORDER BY msg_id LIMIT 5"
+                ).format(sql.Identifier(f"q_{queue}"))
+            ).fetchall()
+            for msg_id, read_ct, vt_in_s, headers, body in rows:
+                found.append(
+                    f"{owner or 'shop'}/{queue} msg {msg_id}: read {read_ct} times, "
+                    f"lease ends in {vt_in_s} s, headers {headers}, message {body}"
+                )
+    return Check(check.name, check.value, check.allowed, "; ".join([check.detail, *found]))
+
+
 def _first(found: list[str], n: int = 3) -> str:
     return "; ".join(found[:n])
 
@@ -229,6 +254,7 @@ def check_all(
     load_run(conns.of("orders"), clients)
     checks = cross_service_checks(conns, initial_stock)
     checks += [_sql_check(conns, name, parts) for name, parts in SQL_CHECKS]
+    checks = [_with_messages_left(conns, c) if c.name == "queues drained" else c for c in checks]
     row = conns.of("orders").execute(query("check_fault_cancelled")).fetchone()  # type: ignore[arg-type]
     assert row is not None
     allowed = FAULT_CANCELLED_PER_RESTART * postgres_restarts + int(

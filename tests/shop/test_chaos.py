@@ -322,6 +322,25 @@ def test_each_broken_invariant_is_reported_by_name(conns: Connections, breakage:
     assert _failed(conns, initial, clients) == expected
 
 
+@pytest.mark.parametrize("chaos_shop", TOPOLOGIES, indirect=True, scope="module")
+def test_a_queue_not_drained_names_each_message_left_and_its_lease(conns: Connections) -> None:
+    _, _, initial, clients = _consistent_shop(conns)
+    row = (
+        conns.of("payments")
+        .execute("SELECT pgmq.send('payments_inbox', '{\"left\": \"behind\"}'::jsonb)")
+        .fetchone()
+    )
+    assert row is not None
+    (drained,) = [
+        c
+        for c in check_all(conns, initial, clients, postgres_restarts=1)
+        if c.name == "queues drained"
+    ]
+    assert not drained.ok
+    assert f"payments_inbox msg {row[0]}: read 0 times" in drained.detail
+    assert '{"left": "behind"}' in drained.detail
+
+
 @pytest.mark.parametrize("chaos_shop", ["databases"], indirect=True, scope="module")
 @pytest.mark.parametrize("breakage", list(LINK_BREAKAGES))
 def test_each_broken_link_invariant_is_reported_by_name(conns: Connections, breakage: str) -> None:
