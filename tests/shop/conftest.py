@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -33,6 +34,7 @@ from services.shared.database import role_url, shop_migrate
 from services.shared.roles import role_name
 from services.shared.settings import ServiceSettings
 from services.shared.topology_db import ShopDatabases
+from services.users import passwords
 from tests.helpers import skip_unless_logical_replication
 from tests.links_fixtures import drop_slots, drop_subscriptions
 
@@ -50,6 +52,18 @@ ROLE_PASSWORDS = {s: f"test-{s}-db-password" for s in ("users", "products", "ord
 TEST_LEASE_S = 0.5
 TEST_BACKOFF_S = 0.1
 TEST_STEP_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its lowest cost for the services run in this process: a hash at the
+    shop's cost (RFC 9106's second recommendation, 64 MiB) takes 0.18 s of CPU here,
+    and each register, login and admin start pays one; at the lowest, 1.5 ms. The
+    hashes are argon2id all the same. Services run as processes (test_e2e) keep the
+    real cost."""
+    monkeypatch.setattr(
+        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
 
 
 @pytest.fixture(scope="session")
