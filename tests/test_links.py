@@ -310,6 +310,44 @@ async def test_the_receiver_remembers_rows_of_transactions_running_when_told_to_
     assert all(i >= forget_below or int(x) >= forget_xmin for i, x in kept), kept
 
 
+async def test_ids_a_forget_row_kept_for_a_running_transaction_are_forgotten_once_it_ends(
+    nodes: tuple[Node, Node],
+) -> None:
+    # A quiet link: after the batch and the one row sent while the forget row was made,
+    # nothing more is sent, yet the receiver must not remember that row for ever.
+    sender, receiver = nodes
+    await link_jobs(sender, receiver)
+    async with Courier(sender.url) as out:
+        await out.send_batch("jobs", [{"n": i} for i in range(1_100)])
+    await wait_until(lambda: _count_jobs(receiver, 1_100))
+    async with (
+        await psycopg.AsyncConnection.connect(sender.url) as running,
+        await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
+    ):
+        await running.execute(
+            "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
+            " VALUES ('jobs', '{\"n\": 1100}', '{}')"
+        )
+
+        async def forget_row_made() -> bool:
+            await links.prune(keeper)
+            rows = await links.fetch_outbox(keeper, receiver.name, limit=10_000)
+            return any(r[10] is not None for r in rows)  # forget_below set
+
+        await wait_until(forget_row_made)
+        await running.commit()
+        await wait_until(lambda: _count_jobs(receiver, 1_101))
+
+        async def all_forgotten() -> bool:
+            await links.prune(keeper)
+            return (
+                await scalar_at(receiver.url, "SELECT count(*) FROM pgcourier.link_received") == 0
+            )
+
+        # Other transactions on the server (other tests') may hold the xmin back a while.
+        await wait_until(all_forgotten, within=60)
+
+
 async def test_prune_deletes_confirmed_rows_and_keeps_those_a_disabled_subscription_has_not(
     nodes: tuple[Node, Node],
 ) -> None:

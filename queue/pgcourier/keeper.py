@@ -37,7 +37,10 @@ class LinkKeeper:
         self.turns = 0
 
     async def keep_once(self, conn: psycopg.AsyncConnection) -> None:
-        self.pruned += await links.prune(conn)
+        # Not `self.pruned += await ...`: that reads the count before the await, and
+        # the other databases' turns, running meanwhile, would have their rows lost.
+        pruned = await links.prune(conn)
+        self.pruned += pruned
         for name in await links.nudge(conn, stalled_s=self.stalled_s):
             self.nudged += 1
             log.warning("subscription %s had no apply worker: restarted it", name)
