@@ -260,6 +260,38 @@ async def test_rows_delivered_twice_arrive_once_and_the_receiver_forgets_pruned_
     assert await scalar_at(receiver.url, "SELECT count(*) FROM pgmq.q_jobs") == n
 
 
+async def _batch_then_one_row_running(
+    sender: Node,
+    receiver: Node,
+    running: psycopg.AsyncConnection,
+    keeper: psycopg.AsyncConnection,
+) -> str:
+    """Links the two, delivers a batch of 1,100, leaves one more outbox row
+    uncommitted in `running` (an id, invisible to a prune's snapshot) and prunes with
+    `keeper` until a "forget below" row is made meanwhile; returns the running
+    transaction's xid."""
+    await link_jobs(sender, receiver)
+    async with Courier(sender.url) as out:
+        await out.send_batch("jobs", [{"n": i} for i in range(1_100)])
+    await wait_until(lambda: _count_jobs(receiver, 1_100))
+    await running.execute(
+        "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
+        " VALUES ('jobs', '{\"n\": 1100}', '{}')"
+    )
+    cur = await running.execute("SELECT pg_current_xact_id()::text")
+    row = await cur.fetchone()
+    assert row is not None
+    await wait_until(lambda: _control_rows(keeper, receiver))
+    return str(row[0])
+
+
+async def _control_rows(keeper: psycopg.AsyncConnection, receiver: Node) -> list[tuple]:
+    """Prunes once, then the "forget below" rows the sender keeps for the receiver."""
+    await links.prune(keeper)
+    rows = await links.fetch_outbox(keeper, receiver.name, limit=10_000)
+    return [r for r in rows if r[10] is not None]  # forget_below set
+
+
 async def test_the_receiver_remembers_rows_of_transactions_running_when_told_to_forget(
     nodes: tuple[Node, Node],
 ) -> None:
@@ -267,32 +299,13 @@ async def test_the_receiver_remembers_rows_of_transactions_running_when_told_to_
     # hold a lower id and be delivered before that row: it must not be forgotten, or a
     # re-sync after a lost slot would deliver it twice.
     sender, receiver = nodes
-    await link_jobs(sender, receiver)
-    async with Courier(sender.url) as out:
-        await out.send_batch("jobs", [{"n": i} for i in range(1_100)])
-    await wait_until(lambda: _count_jobs(receiver, 1_100))
     async with (
         await psycopg.AsyncConnection.connect(sender.url) as running,
         await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
         await psycopg.AsyncConnection.connect(receiver.url, autocommit=True) as to_conn,
     ):
-        # Running, with an id, uncommitted: invisible to the prune's snapshot.
-        await running.execute(
-            "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
-            " VALUES ('jobs', '{\"n\": 1100}', '{}')"
-        )
-        cur = await running.execute("SELECT pg_current_xact_id()::text")
-        row = await cur.fetchone()
-        assert row is not None
-        running_xid = row[0]
-
-        async def control_rows() -> list[tuple]:
-            await links.prune(keeper)
-            rows = await links.fetch_outbox(keeper, receiver.name, limit=10_000)
-            return [r for r in rows if r[10] is not None]  # forget_below set
-
-        await wait_until(control_rows)
-        [control] = await control_rows()
+        running_xid = await _batch_then_one_row_running(sender, receiver, running, keeper)
+        [control] = await _control_rows(keeper, receiver)
         assert int(control[11]) <= int(running_xid)  # forget_xmin
         await running.commit()
         await wait_until(lambda: _count_jobs(receiver, 1_101))
@@ -316,25 +329,11 @@ async def test_ids_a_forget_row_kept_for_a_running_transaction_are_forgotten_onc
     # A quiet link: after the batch and the one row sent while the forget row was made,
     # nothing more is sent, yet the receiver must not remember that row for ever.
     sender, receiver = nodes
-    await link_jobs(sender, receiver)
-    async with Courier(sender.url) as out:
-        await out.send_batch("jobs", [{"n": i} for i in range(1_100)])
-    await wait_until(lambda: _count_jobs(receiver, 1_100))
     async with (
         await psycopg.AsyncConnection.connect(sender.url) as running,
         await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
     ):
-        await running.execute(
-            "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
-            " VALUES ('jobs', '{\"n\": 1100}', '{}')"
-        )
-
-        async def forget_row_made() -> bool:
-            await links.prune(keeper)
-            rows = await links.fetch_outbox(keeper, receiver.name, limit=10_000)
-            return any(r[10] is not None for r in rows)  # forget_below set
-
-        await wait_until(forget_row_made)
+        await _batch_then_one_row_running(sender, receiver, running, keeper)
         await running.commit()
         await wait_until(lambda: _count_jobs(receiver, 1_101))
 
