@@ -86,6 +86,7 @@ def process_env(
     role_passwords: Mapping[str, str | None] | None = None,
     ports: dict[str, int] | None = None,
     transaction_per_batch: bool = True,
+    max_open_orders: int | None = None,
 ) -> dict[str, str]:
     """The environment of one process: its own role's URL of its own service's database,
     and the shop settings. admin_url: the one database, or where each service's is.
@@ -93,6 +94,8 @@ def process_env(
     role_passwords: by service; a process gets its own role's only (in its
     DATABASE_URL), never another's nor the admin's. The admin password goes to the
     users processes alone (they create the admin account).
+    max_open_orders: the orders service's cap on one customer's open orders; None
+    leaves its default.
     """
     databases = ShopDatabases.one(admin_url) if isinstance(admin_url, str) else admin_url
     if process == LINKS_KEEPER:
@@ -109,6 +112,8 @@ def process_env(
         # Names the replica in its log lines (services/shared/process.py).
         "SHOP_INSTANCE": process.instance,
     }
+    if process.service == "orders" and max_open_orders is not None:
+        env["SHOP_MAX_OPEN_ORDERS"] = str(max_open_orders)
     if process.service == "users":
         env["SHOP_TOKEN_PRIVATE_KEY_FILE"] = token_private_key_file
         env["SHOP_ADMIN_EMAIL"] = admin_email

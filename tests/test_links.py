@@ -6,6 +6,7 @@ subscriptions and replication slots whatever happens)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import uuid
@@ -260,29 +261,35 @@ async def test_rows_delivered_twice_arrive_once_and_the_receiver_forgets_pruned_
     assert await scalar_at(receiver.url, "SELECT count(*) FROM pgmq.q_jobs") == n
 
 
-async def _batch_then_one_row_running(
-    sender: Node,
-    receiver: Node,
-    running: psycopg.AsyncConnection,
-    keeper: psycopg.AsyncConnection,
-) -> str:
+@dataclass
+class _Running:
+    running: psycopg.AsyncConnection  # its transaction holds one outbox row, uncommitted
+    keeper: psycopg.AsyncConnection  # autocommit, on the sender
+    xid: str  # the running transaction's
+
+
+@contextlib.asynccontextmanager
+async def _batch_then_one_row_running(sender: Node, receiver: Node) -> AsyncIterator[_Running]:
     """Links the two, delivers a batch of 1,100, leaves one more outbox row
-    uncommitted in `running` (an id, invisible to a prune's snapshot) and prunes with
-    `keeper` until a "forget below" row is made meanwhile; returns the running
-    transaction's xid."""
+    uncommitted (an id, invisible to a prune's snapshot) and prunes until a "forget
+    below" row is made meanwhile."""
     await link_jobs(sender, receiver)
     async with Courier(sender.url) as out:
         await out.send_batch("jobs", [{"n": i} for i in range(1_100)])
     await wait_until(lambda: _count_jobs(receiver, 1_100))
-    await running.execute(
-        "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
-        " VALUES ('jobs', '{\"n\": 1100}', '{}')"
-    )
-    cur = await running.execute("SELECT pg_current_xact_id()::text")
-    row = await cur.fetchone()
-    assert row is not None
-    await wait_until(lambda: _control_rows(keeper, receiver))
-    return str(row[0])
+    async with (
+        await psycopg.AsyncConnection.connect(sender.url) as running,
+        await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
+    ):
+        await running.execute(
+            "INSERT INTO pgcourier.outbox (queue_name, message, headers)"
+            " VALUES ('jobs', '{\"n\": 1100}', '{}')"
+        )
+        cur = await running.execute("SELECT pg_current_xact_id()::text")
+        row = await cur.fetchone()
+        assert row is not None
+        await wait_until(lambda: _control_rows(keeper, receiver))
+        yield _Running(running, keeper, str(row[0]))
 
 
 async def _control_rows(keeper: psycopg.AsyncConnection, receiver: Node) -> list[tuple]:
@@ -300,14 +307,13 @@ async def test_the_receiver_remembers_rows_of_transactions_running_when_told_to_
     # re-sync after a lost slot would deliver it twice.
     sender, receiver = nodes
     async with (
-        await psycopg.AsyncConnection.connect(sender.url) as running,
-        await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
+        _batch_then_one_row_running(sender, receiver) as held,
         await psycopg.AsyncConnection.connect(receiver.url, autocommit=True) as to_conn,
     ):
-        running_xid = await _batch_then_one_row_running(sender, receiver, running, keeper)
-        [control] = await _control_rows(keeper, receiver)
+        running_xid = held.xid
+        [control] = await _control_rows(held.keeper, receiver)
         assert int(control[11]) <= int(running_xid)  # forget_xmin
-        await running.commit()
+        await held.running.commit()
         await wait_until(lambda: _count_jobs(receiver, 1_101))
         # As if the running row had arrived just before the control row: the control
         # row, delivered again now, leaves its record alone.
@@ -329,16 +335,12 @@ async def test_ids_a_forget_row_kept_for_a_running_transaction_are_forgotten_onc
     # A quiet link: after the batch and the one row sent while the forget row was made,
     # nothing more is sent, yet the receiver must not remember that row for ever.
     sender, receiver = nodes
-    async with (
-        await psycopg.AsyncConnection.connect(sender.url) as running,
-        await psycopg.AsyncConnection.connect(sender.url, autocommit=True) as keeper,
-    ):
-        await _batch_then_one_row_running(sender, receiver, running, keeper)
-        await running.commit()
+    async with _batch_then_one_row_running(sender, receiver) as held:
+        await held.running.commit()
         await wait_until(lambda: _count_jobs(receiver, 1_101))
 
         async def all_forgotten() -> bool:
-            await links.prune(keeper)
+            await links.prune(held.keeper)
             return (
                 await scalar_at(receiver.url, "SELECT count(*) FROM pgcourier.link_received") == 0
             )

@@ -7,7 +7,6 @@ database role) exactly as runner.py does, on free ports, against a fresh databas
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import math
 import socket
@@ -55,7 +54,7 @@ class RunningShop:
     max_open_orders: int = MAX_OPEN_ORDERS
 
     def env(self, process: ServiceProcess) -> dict[str, str]:
-        env = process_env(
+        return process_env(
             process,
             self.databases,
             **self.keys.settings(),
@@ -64,10 +63,8 @@ class RunningShop:
             admin_password=ADMIN_PASSWORD,
             role_passwords=ROLE_PASSWORDS,
             ports=self.ports,
+            max_open_orders=self.max_open_orders,
         )
-        if process.service == "orders":
-            env["SHOP_MAX_OPEN_ORDERS"] = str(self.max_open_orders)
-        return env
 
     def client(self) -> httpx.Client:
         return httpx.Client(timeout=30)
@@ -79,12 +76,6 @@ class RunningShop:
             )
             assert r.status_code == 200, r.text
             return r.json()["token"]
-
-    def customers(self, n: int) -> list[str]:
-        """n new customers' tokens. Made four at a time: each costs the users service
-        two password hashes (about 0.4 s here), which is most of a 200-order test."""
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            return list(pool.map(lambda _: self.customer(), range(n)))
 
     def customer(self) -> str:
         email = f"c-{uuid.uuid4().hex[:10]}@shop.test"
@@ -267,7 +258,7 @@ def test_two_hundred_concurrent_orders_for_ten_units_never_oversell(
     product_id = create_product(shop, admin, stock=10, price_cents=1500)
     wait_known_to_orders(shop, product_id)
     # Each customer may have max_open_orders in the saga at once: 4 place 50 each.
-    customers = shop.customers(math.ceil(200 / shop.max_open_orders))
+    customers = [shop.customer() for _ in range(math.ceil(200 / shop.max_open_orders))]
     order_ids = asyncio.run(place_many(shop, customers, product_id, 200))
     final = wait_all_final(shop, admin, order_ids)
     confirmed = [o for o in final.values() if o["status"] == "confirmed"]
@@ -294,7 +285,7 @@ def test_workers_killed_mid_saga_and_restarted_finish_every_saga(
     admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD)
     product_id = create_product(shop, admin, stock=1000, price_cents=700)
     wait_known_to_orders(shop, product_id)
-    customers = shop.customers(math.ceil(40 / shop.max_open_orders))
+    customers = [shop.customer() for _ in range(math.ceil(40 / shop.max_open_orders))]
     order_ids = asyncio.run(place_many(shop, customers, product_id, 40))
     # Crash every worker while the sagas are in progress, then bring them back.
     for name in ("orders-worker-1", "products-worker-1", "payments-worker-1"):
